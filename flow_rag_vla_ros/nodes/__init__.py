@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters, message <-> array conversion, callbacks. The logic lives in `core`."""

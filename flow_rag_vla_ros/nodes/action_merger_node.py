@@ -1,0 +1,107 @@
+"""Action merger node: flow chunk (+ a timely correction) -> safe, smooth motor command; watchdog hold."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from flow_rag_vla_ros.core.config import param
+from flow_rag_vla_ros.core.latency import LatencyStats
+from flow_rag_vla_ros.core.merger import ActionMerger, MergerConfig
+from flow_rag_vla_ros.nodes import qos
+from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
+from flow_rag_vla_ros.nodes.conversions import (command_to_msg, diagnostic, msg_to_chunk, msg_to_correction,
+                                                stamp_to_ns)
+from flow_rag_vla_ros.nodes.params import declare_config
+
+
+@dataclass
+class MergerTopicsConfig:
+    chunk_topic: str = param('/vla/action_chunk', 'input flow chunks (JointTrajectory)')
+    correction_topic: str = param('/vla/correction', 'input RAG corrections (DiagnosticArray)')
+    command_topic: str = param('/robot/command', 'output command (JointState, velocity = action)')
+    diagnostics_topic: str = param('/diagnostics', 'watchdog / health diagnostics')
+    frame_id: str = param('scene_camera', 'frame_id for commands produced by the timer (hold)')
+
+
+class ActionMergerNode(StackNode):
+    def __init__(self, **kwargs):
+        super().__init__('action_merger', **kwargs)
+        self.merger_config = declare_config(self, MergerConfig)
+        self.topics = topics = declare_config(self, MergerTopicsConfig)
+        self.merger = ActionMerger(self.merger_config)
+        self.e2e = LatencyStats()
+        self.frame_ids: dict[int, str] = {}
+        self.last_state = 'ok'
+        self.command_pub = self.create_publisher(JointState, topics.command_topic, qos.RELIABLE)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.diagnostics_topic, qos.RELIABLE)
+        self.create_subscription(JointTrajectory, topics.chunk_topic, self.on_chunk, qos.RELIABLE)
+        self.create_subscription(DiagnosticArray, topics.correction_topic, self.on_correction, qos.RELIABLE)
+        self.timer = self.create_timer(self.merger_config.control_period_s, self.on_timer)
+
+    def _publish(self, command, received_ns: int, path: str) -> None:
+        """path: chunk (a fresh chunk's command), correction (sequential wait ended), tick (queue / hold)."""
+        frame_id = self.frame_ids.get(command.source_stamp_ns, self.topics.frame_id)
+        self.command_pub.publish(command_to_msg(command.action, command.source_stamp_ns, frame_id))
+        published = now_ns()
+        record = command.record
+        self.publish_latency('command', command.source_stamp_ns, received_ns, published,
+                             e2e_ms=f'{(published - command.source_stamp_ns) / 1e6:.4f}', state=command.state, path=path,
+                             used_correction=getattr(record, 'used_correction', False),
+                             correction_reason=getattr(record, 'reason', ''))
+        if command.state != self.last_state:
+            level = DiagnosticStatus.OK if command.state == 'ok' else DiagnosticStatus.WARN
+            self.diag_pub.publish(diagnostic(command.source_stamp_ns, frame_id, 'action_merger/watchdog',
+                                             command.state, {'state': command.state}, level=level,
+                                             hardware_id=self.get_name()))
+            self.get_logger().warning(f'command state: {self.last_state} -> {command.state}')
+            self.last_state = command.state
+
+    def on_chunk(self, msg: JointTrajectory) -> None:
+        received = now_ns()
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            chunk = msg_to_chunk(msg)
+        except ValueError as e:
+            self.reject('chunk', e)
+            return
+        self.frame_ids[stamp] = msg.header.frame_id
+        if len(self.frame_ids) > 64:
+            self.frame_ids.pop(next(iter(self.frame_ids)))
+        command = self.merger.on_chunk(stamp, chunk, received)
+        if command is not None:
+            self._publish(command, received, 'chunk')
+            self.e2e.add('e2e', (now_ns() - stamp) / 1e6)
+
+    def on_correction(self, msg: DiagnosticArray) -> None:
+        received = now_ns()
+        try:
+            correction = msg_to_correction(msg)
+        except (ValueError, KeyError) as e:
+            self.reject('correction', e)
+            return
+        command = self.merger.on_correction(correction.source_stamp_ns, correction, received)
+        if command is not None:  # sequential pipeline: the command waited for this correction
+            self._publish(command, received, 'correction')
+
+    def on_timer(self) -> None:
+        t = now_ns()
+        command = self.merger.tick(t)
+        if command is not None:
+            self._publish(command, t, 'tick')
+
+    def close(self) -> None:
+        summary = self.e2e.summary().get('e2e')
+        if summary and summary.get('n'):
+            self.get_logger().info(f"e2e latency ms: p50 {summary['p50']:.2f} p99 {summary['p99']:.2f} "
+                                   f"(n={summary['n']})")
+
+
+def main(args=None):
+    run_node(ActionMergerNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,61 @@
+"""What every stack node shares: config declaration, latency reports, bad-input handling, main()."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from flow_rag_vla_ros.nodes import qos
+from flow_rag_vla_ros.nodes.conversions import diagnostic
+
+LATENCY_TOPIC = '/vla/latency'
+
+
+def now_ns() -> int:
+    """Stamps and latencies use the system clock (the ROS system clock): frame stamps come from it too."""
+    return time.time_ns()
+
+
+class StackNode(Node):
+    """A node that reports per-frame stage latency on /vla/latency and survives bad input."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name, **kwargs)
+        self._latency_pub = self.create_publisher(DiagnosticArray, LATENCY_TOPIC, qos.EVENTS)
+        self.bad_inputs = 0
+
+    def publish_latency(self, stage: str, stamp_ns: int, received_ns: int, published_ns: int, **extra) -> None:
+        values = {'stage': stage, 'received_ns': received_ns, 'published_ns': published_ns,
+                  'stage_ms': f'{(published_ns - received_ns) / 1e6:.4f}',
+                  'since_frame_ms': f'{(published_ns - stamp_ns) / 1e6:.4f}', **extra}
+        self._latency_pub.publish(diagnostic(stamp_ns, '', f'latency/{stage}', stage, values,
+                                             hardware_id=self.get_name()))
+
+    def reject(self, what: str, error: Exception) -> None:
+        """One clear log line per bad message; the node keeps serving the next one."""
+        self.bad_inputs += 1
+        self.get_logger().error(f'dropped {what}: {error}')
+
+
+def run_node(factory: Callable[[], Node], args=None) -> None:
+    """Standard main(): init, spin until Ctrl-C / SIGTERM, clean shutdown."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, 'close', None)
+            if close:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,26 @@
+"""Small runtime helpers shared by the model nodes (no rclpy)."""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from flow_rag_vla_ros.paths import share_dir
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """Absolute paths as given; relative ones against the cwd first, then the package share dir."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    candidate = share_dir() / p
+    if candidate.exists():
+        return candidate
+    raise FileNotFoundError(f'checkpoint {path!r} not found (looked in {Path.cwd()} and {share_dir()})')
+
+
+def frame_noise(seed: int, tokens: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Noise for one frame, a pure function of (seed, input): replaying the same input gives the same chunk."""
+    key = (seed ^ zlib.crc32(np.ascontiguousarray(tokens).tobytes())) & 0xFFFFFFFF
+    return np.random.default_rng(key).standard_normal(shape).astype(np.float32)

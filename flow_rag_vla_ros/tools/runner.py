@@ -1,0 +1,201 @@
+"""Run the real node graph against the sim and collect results: shared by `sim`, `eval` and `bench`.
+
+The stack nodes run as separate processes (or composed in this process); the sim node and a collector
+node run in this process so results come back without files. Latency is read from `/vla/latency`, which
+every stack node publishes per frame (stamped with the camera frame): end-to-end is the first command
+published for a frame stamp, minus that stamp.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from flow_rag_vla_ros.launcher import STACK_NODES, compose_args, create_composed, start_processes
+
+PIPELINES = ('flow_only', 'sequential', 'parallel')
+
+
+@dataclass
+class RunSpec:
+    task: str = 'reach'
+    episodes: int = 10
+    seed: int = 0
+    pipeline: str = 'parallel'
+    layout: str = 'processes'
+    clock_mode: str = 'lockstep'
+    scenario: str = ''
+    checkpoint: str = ''
+    backend: str = ''
+    params: str | None = None
+    overrides: dict = field(default_factory=dict)
+    timeout_s: float = 1800.0
+    rate_hz: float = 0.0
+    max_frames: int = 0  # real-time mode: stop after this many frames (0 = run the episodes)
+    log_dir: str | None = None
+
+    def node_overrides(self) -> dict[str, dict]:
+        o: dict[str, dict] = {k: dict(v) for k, v in self.overrides.items()}
+        sim = o.setdefault('sim', {})
+        sim.update(task=self.task, episodes=self.episodes, seed=self.seed, clock_mode=self.clock_mode,
+                   scenario=self.scenario)
+        if self.rate_hz:
+            sim['rate_hz'] = self.rate_hz
+        for node in ('vision_encoder', 'flow_policy', 'rag_monitor'):
+            if self.checkpoint:
+                o.setdefault(node, {})['checkpoint'] = self.checkpoint
+        for node in ('vision_encoder', 'flow_policy'):
+            if self.backend:
+                o.setdefault(node, {})['backend'] = self.backend
+        o.setdefault('rag_monitor', {})['mode'] = 'sequential' if self.pipeline == 'sequential' else 'parallel'
+        o.setdefault('action_merger', {})['wait_for_correction'] = self.pipeline == 'sequential'
+        return o
+
+    def stack_nodes(self) -> list[str]:
+        return [n for n in STACK_NODES if not (n == 'rag_monitor' and self.pipeline == 'flow_only')]
+
+
+def percentiles(samples) -> dict:
+    a = np.asarray(list(samples), dtype=np.float64)
+    if a.size == 0:
+        return {'p50': None, 'p95': None, 'p99': None, 'mean': None, 'max': None, 'n': 0}
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {'p50': float(p50), 'p95': float(p95), 'p99': float(p99), 'mean': float(a.mean()),
+            'max': float(a.max()), 'n': int(a.size)}
+
+
+def _make_collector(context):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+
+    from flow_rag_vla_ros.nodes import qos
+    from flow_rag_vla_ros.nodes.conversions import key_values, stamp_to_ns
+
+    class Collector(Node):
+        """Listens to /vla/latency and the graph; keeps the first command per frame stamp."""
+
+        def __init__(self):
+            super().__init__('eval_collector', context=context)
+            self.e2e: dict[int, float] = {}
+            self.stage_ms: dict[str, list[float]] = {}
+            self.since_frame_ms: dict[str, list[float]] = {}
+            self.command_paths: dict[str, int] = {}
+            self.corrections_used = 0
+            self.nodes_seen: set[str] = set()
+            self.create_subscription(DiagnosticArray, '/vla/latency', self.on_latency, qos.EVENTS)
+            self.create_timer(0.5, self.on_graph)
+
+        def on_latency(self, msg):
+            stamp = stamp_to_ns(msg.header.stamp)
+            for status in msg.status:
+                kv = key_values(status)
+                stage = kv.get('stage', '')
+                self.stage_ms.setdefault(stage, []).append(float(kv['stage_ms']))
+                if stage == 'command':
+                    path = kv.get('path', '')
+                    self.command_paths[path] = self.command_paths.get(path, 0) + 1
+                    if stamp not in self.e2e and path in ('chunk', 'correction', 'tick') and \
+                            float(kv['e2e_ms']) < 1000.0:
+                        if path != 'tick' or kv.get('state') == 'ok':
+                            self.e2e[stamp] = float(kv['e2e_ms'])
+                    if kv.get('used_correction') == 'True':
+                        self.corrections_used += 1
+                else:
+                    self.since_frame_ms.setdefault(stage, []).append(float(kv['since_frame_ms']))
+
+        def on_graph(self):
+            self.nodes_seen.update(self.get_node_names())
+
+    return Collector()
+
+
+def _peak_rss_mb(pids: dict[str, int]) -> dict[str, float]:
+    """VmHWM (peak resident set) per process, read from /proc."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            with open(f'/proc/{pid}/status') as f:
+                for line in f:
+                    if line.startswith('VmHWM:'):
+                        out[name] = int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+    return out
+
+
+def run_stack(spec: RunSpec) -> dict:
+    """Run the episodes (or `max_frames` real-time frames) through the real node graph; return results."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from flow_rag_vla_ros.nodes.sim_node import SimNode
+
+    overrides = spec.node_overrides()
+    nodes = spec.stack_nodes()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix='flow_rag_vla_run_') as tmp:
+        stack = None
+        if spec.layout == 'processes':
+            stack = start_processes(nodes, spec.params, overrides, log_dir=spec.log_dir)
+        context = rclpy.Context()
+        rclpy.init(args=compose_args(spec.params, overrides, tmp), context=context)
+        created = []
+        try:
+            executor = MultiThreadedExecutor(num_threads=4, context=context)
+            sim = SimNode(context=context)
+            collector = _make_collector(context)
+            created = [sim, collector]
+            if spec.layout == 'composed':
+                created += create_composed(nodes, context=context)
+            for n in created:
+                executor.add_node(n)
+            frames_done = lambda: spec.max_frames and len(collector.e2e) >= spec.max_frames  # noqa: E731
+            while not sim.finished and not frames_done():
+                executor.spin_once(timeout_sec=0.1)
+                if time.monotonic() - started > spec.timeout_s:
+                    raise TimeoutError(f'run did not finish within {spec.timeout_s} s')
+                if stack is not None:
+                    dead = [n for n, ok in stack.alive().items() if not ok]
+                    if dead:
+                        raise RuntimeError(f'stack node(s) {dead} exited; see logs in {spec.log_dir}')
+            collector.on_graph()
+            rss = _peak_rss_mb({n: p.pid for n, p in stack.processes.items()}) if stack else \
+                {'composed': _peak_rss_mb({'self': os.getpid()}).get('self', 0.0)}
+            results = [asdict(r) for r in sim.results]
+            collected = (collector, rss, results)
+        finally:
+            for n in created:
+                if hasattr(n, 'close'):
+                    n.close()
+                n.destroy_node()
+            rclpy.try_shutdown(context=context)
+            if stack is not None:
+                stack.stop()
+    collector, rss, results = collected
+    return summarize(spec, results, collector, rss, time.monotonic() - started)
+
+
+def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: float) -> dict:
+    n = len(results)
+    successes = [r for r in results if r['success']]
+    stages = {s: percentiles(v) for s, v in collector.stage_ms.items()}
+    return {
+        'task': spec.task, 'pipeline': spec.pipeline, 'layout': spec.layout, 'clock_mode': spec.clock_mode,
+        'scenario': spec.scenario, 'seed': spec.seed,
+        'episodes': n,
+        'success_rate': (len(successes) / n) if n else 0.0,
+        'mean_steps_to_success': float(np.mean([r['steps'] for r in successes])) if successes else None,
+        'e2e_ms': percentiles(collector.e2e.values()),
+        'stage_ms': stages,
+        'since_frame_ms': {s: percentiles(v) for s, v in collector.since_frame_ms.items()},
+        'frames': len(collector.e2e),
+        'command_paths': collector.command_paths,
+        'corrections_used': collector.corrections_used,
+        'nodes': sorted(collector.nodes_seen),
+        'peak_rss_mb': rss,
+        'wall_s': wall_s,
+        'per_episode': results,
+    }

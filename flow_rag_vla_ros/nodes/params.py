@@ -5,16 +5,18 @@ import dataclasses
 import typing
 from typing import TypeVar
 
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from flow_rag_vla_ros.core.config import from_dict
 
 T = TypeVar('T')
 
 # Empty list defaults carry no type for rclpy: take it from the annotation.
-_ARRAY_TYPES = {float: ParameterType.PARAMETER_DOUBLE_ARRAY, int: ParameterType.PARAMETER_INTEGER_ARRAY,
-                str: ParameterType.PARAMETER_STRING_ARRAY, bool: ParameterType.PARAMETER_BOOL_ARRAY}
+_ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
 
 
 def declare_config(node: Node, cls: type[T]) -> T:
@@ -26,13 +28,19 @@ def declare_config(node: Node, cls: type[T]) -> T:
         default = getattr(defaults, field.name)
         if isinstance(default, tuple):
             default = list(default)
-        descriptor = ParameterDescriptor(description=field.metadata.get('description', ''))
+        # YAML writes 25 for 25.0: float fields accept integers (coerced by from_dict), nothing else
+        descriptor = ParameterDescriptor(description=field.metadata.get('description', ''),
+                                         dynamic_typing=hints[field.name] is float)
         if isinstance(default, list) and not default:
             (item_type,) = typing.get_args(hints[field.name])[:1] or (str,)
-            descriptor.type = _ARRAY_TYPES.get(item_type, ParameterType.PARAMETER_STRING_ARRAY)
-            node.declare_parameter(field.name, descriptor.type, descriptor)
-            value = node.get_parameter(field.name).value
-            values[field.name] = list(value) if value is not None else []
+            node.declare_parameter(field.name, _ARRAY_TYPES.get(item_type, Parameter.Type.STRING_ARRAY), descriptor)
+            try:
+                values[field.name] = list(node.get_parameter(field.name).value)
+            except ParameterUninitializedException:  # declared by type only and not set: the empty default
+                values[field.name] = []
             continue
-        values[field.name] = node.declare_parameter(field.name, default, descriptor).value
+        value = node.declare_parameter(field.name, default, descriptor).value
+        if hints[field.name] is float and not isinstance(value, (int, float)):
+            raise ValueError(f'{cls.__name__}.{field.name} must be a number, got {value!r}')
+        values[field.name] = value
     return from_dict(cls, values)

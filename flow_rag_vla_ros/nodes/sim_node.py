@@ -80,6 +80,7 @@ class SimNode(StackNode):
         self.create_subscription(JointState, cfg.command_topic, self.on_command, qos.RELIABLE)
 
         self.results: list[EpisodeResult] = []
+        self.frames_published = 0
         self.finished = False
         self.episode = -1  # -1 = warm-up: the stack has not answered a frame yet
         self.frame_stamp_ns = 0
@@ -106,6 +107,7 @@ class SimNode(StackNode):
         image = self.obs.image
         stamp = now_ns()
         self.frame_stamp_ns, self.frame_sent_ns, self.resends = stamp, stamp, 0
+        self.frames_published += 1
         self._send(image, stamp)
 
     def _send(self, image: np.ndarray, stamp: int) -> None:

@@ -165,6 +165,7 @@ def run_stack(spec: RunSpec) -> dict:
             rss = _peak_rss_mb({n: p.pid for n, p in stack.processes.items()}) if stack else \
                 {'composed': _peak_rss_mb({'self': os.getpid()}).get('self', 0.0)}
             results = [asdict(r) for r in sim.results]
+            collector.frames_published = sim.frames_published
             collected = (collector, rss, results)
         finally:
             for n in created:
@@ -191,7 +192,10 @@ def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: 
         'e2e_ms': percentiles(collector.e2e.values()),
         'stage_ms': stages,
         'since_frame_ms': {s: percentiles(v) for s, v in collector.since_frame_ms.items()},
-        'frames': len(collector.e2e),
+        'frames_published': collector.frames_published,
+        'frames_commanded': len(collector.e2e),
+        'dropped_frames': max(0, collector.frames_published - len(collector.e2e)),
+        'frame_rate_hz': len(collector.e2e) / wall_s if wall_s else 0.0,
         'command_paths': collector.command_paths,
         'corrections_used': collector.corrections_used,
         'nodes': sorted(collector.nodes_seen),

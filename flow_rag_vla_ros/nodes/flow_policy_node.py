@@ -25,6 +25,7 @@ class FlowPolicyNodeConfig:
     device: str = param('cpu', 'cpu | cuda')
     threads: int = param(1, 'intra-op threads')
     noise_seed: int = param(0, 'seed mixed with a hash of the input: same input -> same chunk')
+    baseline: str = param('', "'' = the flow policy; 'zero' = publish zero chunks (rag_only ablation)")
     proprio_max_age_s: float = param(0.1, 'use the latest proprio if none has the frame stamp and it is this fresh')
     features_topic: str = param('/vla/features', 'input visual tokens')
     ee_state_topic: str = param('/robot/ee_state', 'input proprio (JointState)')
@@ -33,6 +34,7 @@ class FlowPolicyNodeConfig:
 
     def __post_init__(self):
         require(self.threads >= 1 and self.proprio_max_age_s >= 0, 'threads >= 1, proprio_max_age_s >= 0')
+        require(self.baseline in ('', 'zero'), f"baseline {self.baseline!r} must be '' or 'zero'")
 
 
 class FlowPolicyNode(StackNode):
@@ -92,8 +94,12 @@ class FlowPolicyNode(StackNode):
                                       f'{"proprio" if proprio is None else "instruction embedding"}',
                                       throttle_duration_sec=2.0)
             return
-        noise = frame_noise(self.config.noise_seed, tokens, (self.backend.horizon, ACTION_DIM))
-        chunk = self.backend.act(tokens, proprio, self.language, noise)  # (H, 4)
+        shape = (self.backend.horizon, ACTION_DIM)
+        if self.config.baseline == 'zero':
+            chunk = np.zeros(shape, np.float32)
+        else:
+            chunk = self.backend.act(tokens, proprio, self.language, frame_noise(self.config.noise_seed, tokens, shape))
+        # (H, 4)
         self.chunk_pub.publish(chunk_to_msg(chunk, stamp, msg.header.frame_id))
         self.publish_latency('chunk', stamp, received, now_ns())
 

@@ -190,6 +190,7 @@ def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: 
         'success_rate': (len(successes) / n) if n else 0.0,
         'mean_steps_to_success': float(np.mean([r['steps'] for r in successes])) if successes else None,
         'e2e_ms': percentiles(collector.e2e.values()),
+        'e2e_samples_ms': [round(v, 4) for v in collector.e2e.values()],
         'stage_ms': stages,
         'since_frame_ms': {s: percentiles(v) for s, v in collector.since_frame_ms.items()},
         'frames_published': collector.frames_published,

@@ -1,0 +1,124 @@
+"""Backend latency: policy step = vision encode + full K-step sampling, batch 1, single thread.
+
+`benchmark_backends(checkpoint_dir, names, iters, warmup)` ->
+    {name: {'used', 'device', 'policy_ms': {'p50', 'p99', 'mean'}, 'encode_ms': {...}, 'act_ms': {...}}}
+Each requested backend is loaded strictly (no fallback), so a number is always the named backend's; an
+unavailable one reports `{'available': False, 'reason': ...}`. Inputs are fixed (seeded) so every backend
+sees the same frames.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from flow_rag_vla_ros.core.backends import load_policy_backend
+
+
+def summarize(samples_s: Sequence[float]) -> dict:
+    ms = np.asarray(samples_s, dtype=np.float64) * 1e3
+    return {'p50': float(np.percentile(ms, 50)), 'p99': float(np.percentile(ms, 99)), 'mean': float(ms.mean()),
+            'n': int(ms.size)}
+
+
+def time_call(fn: Callable[[], object], iters: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return summarize(samples)
+
+
+def bench_inputs(image_shape: tuple[int, int], horizon: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {'image': rng.integers(0, 256, (*image_shape, 3), dtype=np.uint8),
+            'proprio': rng.standard_normal(7).astype(np.float32) * 0.1,
+            'language': (rng.standard_normal(384) / np.sqrt(384)).astype(np.float32),
+            'noise': rng.standard_normal((horizon, 4)).astype(np.float32)}
+
+
+def benchmark_backend(backend, iters: int = 300, warmup: int = 20) -> dict:
+    x = bench_inputs(backend.image_shape, backend.horizon)
+    tokens = backend.encode(x['image'])
+    return {'used': backend.name, 'device': backend.device, 'available': True,
+            'policy_ms': time_call(lambda: backend.policy(x['image'], x['proprio'], x['language'], x['noise']),
+                                   iters, warmup),
+            'encode_ms': time_call(lambda: backend.encode(x['image']), iters, warmup),
+            'act_ms': time_call(lambda: backend.act(tokens, x['proprio'], x['language'], x['noise']), iters, warmup)}
+
+
+def benchmark_backends(checkpoint_dir: str | Path, names: Sequence[str], iters: int = 300, warmup: int = 20,
+                       threads: int = 1, device: str = 'cpu', **opts) -> dict:
+    results = {}
+    for name in names:
+        try:
+            backend = load_policy_backend(name, checkpoint_dir, device=device, threads=threads, strict=True, **opts)
+        except Exception as e:  # unavailable here: report why, keep benchmarking the others
+            results[name] = {'available': False, 'used': 'unavailable', 'reason': str(e)}
+            continue
+        results[name] = benchmark_backend(backend, iters, warmup)
+    return results
+
+
+def compare_export_modes(policy, image_shape: tuple[int, int], horizon: int, num_steps: int, out_dir: str | Path,
+                         iters: int = 500, warmup: int = 50) -> dict:
+    """ONNX Runtime latency of (a) context graph + one-step graph called K times vs (b) the unrolled sampler.
+
+    Needs a policy exposing `context_kv(tokens, proprio, language) -> [(k, v), ...]` and
+    `velocity(x, t, kv) -> v` with Euler steps from t=1 to t=0 (the structure of `sample_actions`).
+    """
+    import torch
+
+    from flow_rag_vla_ros.core.export import _torch_export, export_policy, ort_session
+    out_dir = Path(out_dir)
+    export_policy(policy, out_dir, image_shape, horizon, parts=('vision', 'policy'))
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        tok = policy.vision(torch.zeros(1, 3, *image_shape)).numpy()
+        kv = policy.context_kv(torch.from_numpy(tok), torch.zeros(1, 7), torch.zeros(1, 384))
+    n_layers = len(kv)
+    feeds = {'tokens': rng.standard_normal(tok.shape).astype(np.float32),
+             'proprio': rng.standard_normal((1, 7)).astype(np.float32),
+             'language': (rng.standard_normal((1, 384)) / 20).astype(np.float32),
+             'noise': rng.standard_normal((1, horizon, 4)).astype(np.float32)}
+
+    class Context(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, tokens, proprio, language):
+            return tuple(t for pair in self.policy.context_kv(tokens, proprio, language) for t in pair)
+
+    class Step(Context):
+        def forward(self, x, t, *kv_flat):
+            kv_pairs = [(kv_flat[2 * i], kv_flat[2 * i + 1]) for i in range(n_layers)]
+            return x - self.policy.velocity(x, t, kv_pairs) / num_steps
+
+    kv_names = [f'{kind}{i}' for i in range(n_layers) for kind in ('k', 'v')]
+    ctx_sess = ort_session(_torch_export(Context(), (feeds['tokens'], feeds['proprio'], feeds['language']),
+                                         ['tokens', 'proprio', 'language'], kv_names, 17))
+    kv_np = ctx_sess.run(None, {k: feeds[k] for k in ('tokens', 'proprio', 'language')})
+    step_sess = ort_session(_torch_export(Step(), (feeds['noise'], np.ones(1, np.float32), *kv_np),
+                                          ['x', 't', *kv_names], ['x_next'], 17))
+    unrolled = ort_session(out_dir / 'policy.onnx')
+    ts = [np.full(1, 1.0 - i / num_steps, np.float32) for i in range(num_steps)]
+
+    def stepwise():
+        kvs = dict(zip(kv_names, ctx_sess.run(None, {k: feeds[k] for k in ('tokens', 'proprio', 'language')})))
+        x = feeds['noise']
+        for t in ts:
+            x = step_sess.run(None, {'x': x, 't': t, **kvs})[0]
+        return x
+
+    def whole():
+        return unrolled.run(None, feeds)[0]
+
+    gap = float(np.max(np.abs(stepwise() * policy.action_std.numpy() + policy.action_mean.numpy() - whole())))
+    return {'step_with_context_kv': time_call(stepwise, iters, warmup),
+            'unrolled_sampler': time_call(whole, iters, warmup), 'max_abs_difference': gap}

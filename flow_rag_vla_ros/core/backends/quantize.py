@@ -1,0 +1,71 @@
+"""Dynamic int8 quantisation of the exported action expert (`policy.onnx` -> `policy.int8.onnx`).
+
+`onnxruntime.quantization.quantize_dynamic`: weights of MatMul/Gemm are stored as int8 once (per output
+channel), activations are quantised per call. The graph is first run through ORT's `quant_pre_process`
+(shape inference + graph optimisation), which fuses LayerNorm/GELU and lets more MatMuls be quantised. Only the expert is quantised; the conv vision trunk stays fp32 (dynamic
+quantisation of convolutions is slower than fp32 in ONNX Runtime on CPU). The result is cached next to
+the fp32 file with a JSON sidecar holding the source file's sha256; a changed `policy.onnx` (re-export)
+re-quantises. No torch import.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from flow_rag_vla_ros.core.backends.engine_cache import sha256_file
+
+QUANT_OPS = ('MatMul', 'Gemm')
+log = logging.getLogger(__name__)
+
+
+def int8_path(fp32_path: str | os.PathLike) -> Path:
+    p = Path(fp32_path)
+    return p.with_name(p.stem + '.int8.onnx')
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + '.json')
+
+
+def cached_int8(fp32_path: str | os.PathLike) -> Path | None:
+    """The cached int8 model if it was made from exactly this fp32 file, else None."""
+    out = int8_path(fp32_path)
+    meta = _sidecar(out)
+    if not (out.exists() and meta.exists()):
+        return None
+    try:
+        stored = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if stored.get('source_sha256') != sha256_file(fp32_path) or stored.get('sha256') != sha256_file(out):
+        return None
+    return out
+
+
+def quantize_expert(fp32_path: str | os.PathLike, per_channel: bool = True) -> Path:
+    """Quantise (or reuse the cached) int8 expert; returns its path. Written atomically."""
+    fp32_path = Path(fp32_path)
+    cached = cached_int8(fp32_path)
+    if cached is not None:
+        return cached
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    out = int8_path(fp32_path)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix='.quantize-') as work:
+        source, pre, tmp = str(fp32_path), os.path.join(work, 'pre.onnx'), os.path.join(work, 'int8.onnx')
+        try:
+            quant_pre_process(source, pre)
+            source = pre
+        except Exception as e:  # pre-processing is an optimisation; quantise the plain graph instead
+            log.info('quant_pre_process failed on %s (%s); quantising without it', fp32_path.name, e)
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=list(QUANT_OPS))
+        os.replace(tmp, out)
+    meta = {'source': fp32_path.name, 'source_sha256': sha256_file(fp32_path), 'sha256': sha256_file(out),
+            'preprocessed': source != str(fp32_path),
+            'weight_type': 'QInt8', 'per_channel': per_channel, 'op_types': list(QUANT_OPS)}
+    _sidecar(out).write_text(json.dumps(meta, indent=2))
+    return out

@@ -1,0 +1,130 @@
+"""Backends on the stand-in checkpoint: agreement with torch, int8 closeness, fallback chain, staleness, bench."""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from conftest import frame
+
+from flow_rag_vla_ros.core.backends import BackendUnavailable, load_policy_backend
+from flow_rag_vla_ros.core.backends.bench import benchmark_backends
+
+
+@pytest.fixture
+def ckpt(tmp_path, exported_dir):
+    out = tmp_path / 'ckpt'
+    shutil.copytree(exported_dir, out)
+    return out
+
+
+def test_onnxruntime_matches_torch(ckpt, standin_loaders):
+    ort = load_policy_backend('onnxruntime', ckpt)
+    ref = load_policy_backend('torch', ckpt)
+    assert (ort.name, ref.name) == ('onnxruntime', 'torch')
+    assert ort.image_shape == ref.image_shape == (32, 32) and ort.horizon == ref.horizon == 8
+    x = frame(32)
+    tok_ort, tok_ref = ort.encode(x['image']), ref.encode(x['image'])
+    assert tok_ort.shape == tok_ref.shape and tok_ort.dtype == np.float32
+    np.testing.assert_allclose(tok_ort, tok_ref, rtol=1e-4, atol=1e-5)
+    chunk = ort.act(tok_ref, x['proprio'], x['language'], x['noise'])
+    assert chunk.shape == (8, 4) and chunk.dtype == np.float32
+    np.testing.assert_allclose(chunk, ref.act(tok_ref, x['proprio'], x['language'], x['noise']), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ort.policy(x['image'], x['proprio'], x['language'], x['noise']),
+                                  ort.act(tok_ort, x['proprio'], x['language'], x['noise']))
+
+
+def test_int8_close_to_fp32_and_cached(ckpt, standin_loaders):
+    fp32 = load_policy_backend('onnxruntime', ckpt, parts=('policy',))
+    int8 = load_policy_backend('onnxruntime-int8', ckpt, parts=('policy',))
+    assert int8.name == 'onnxruntime-int8' and (ckpt / 'policy.int8.onnx').exists()
+    mtime = (ckpt / 'policy.int8.onnx').stat().st_mtime_ns
+    errs = []
+    for seed in range(5):
+        x = frame(32, seed)
+        tokens = np.random.default_rng(seed).standard_normal((4, 32)).astype(np.float32)
+        a = fp32.act(tokens, x['proprio'], x['language'], x['noise'])
+        b = int8.act(tokens, x['proprio'], x['language'], x['noise'])
+        errs.append(np.abs(a - b).max() / np.abs(a).max())
+    assert max(errs) < 0.05
+    load_policy_backend('onnxruntime-int8', ckpt, parts=('policy',))
+    assert (ckpt / 'policy.int8.onnx').stat().st_mtime_ns == mtime  # reused, not re-quantised
+
+
+def test_parts_load_only_what_is_needed(ckpt, standin_loaders):
+    vision = load_policy_backend('onnxruntime', ckpt, parts=('vision',))
+    assert vision.parts == ('vision',) and vision.image_shape == (32, 32)
+    with pytest.raises(RuntimeError, match='parts'):
+        vision.act(np.zeros((4, 32), np.float32), np.zeros(7), np.zeros(384), np.zeros((8, 4)))
+
+
+def _warnings(caplog):
+    return [r for r in caplog.records if r.levelno == logging.WARNING and 'policy backend' in r.getMessage()]
+
+
+def test_failed_import_falls_back_with_one_warning(ckpt, standin_loaders, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # `import onnxruntime` now raises ImportError
+    with caplog.at_level(logging.WARNING):
+        backend = load_policy_backend('onnxruntime', ckpt)
+    assert backend.name == 'torch'
+    (record,) = _warnings(caplog)
+    msg = record.getMessage()
+    assert "'onnxruntime' unavailable" in msg and 'ModuleNotFoundError' in msg and "using 'torch'" in msg
+    assert backend.act(np.zeros((4, 32), np.float32), np.zeros(7), np.zeros(384), np.zeros((8, 4))).shape == (8, 4)
+
+
+def test_int8_falls_back_to_onnxruntime_when_quantisation_is_missing(ckpt, standin_loaders, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, 'flow_rag_vla_ros.core.backends.quantize', None)
+    with caplog.at_level(logging.WARNING):
+        backend = load_policy_backend('onnxruntime-int8', ckpt)
+    assert backend.name == 'onnxruntime'
+    assert len(_warnings(caplog)) == 1 and "using 'onnxruntime'" in _warnings(caplog)[0].getMessage()
+
+
+def test_tensorrt_chain_without_gpu(ckpt, standin_loaders, monkeypatch, caplog):
+    import torch
+    monkeypatch.setitem(sys.modules, 'tensorrt', None)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with caplog.at_level(logging.WARNING):
+        backend = load_policy_backend('tensorrt', ckpt)
+    assert backend.name == 'onnxruntime'
+    (record,) = _warnings(caplog)
+    assert 'tensorrt:' in record.getMessage() and 'torch-cudagraph:' in record.getMessage()
+
+
+def test_strict_raises_and_unknown_name_is_an_error(ckpt, standin_loaders, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)
+    with pytest.raises(BackendUnavailable, match='onnxruntime'):
+        load_policy_backend('onnxruntime', ckpt, strict=True)
+    with pytest.raises(ValueError, match='unknown policy backend'):
+        load_policy_backend('openvino', ckpt)
+
+
+def test_tampered_export_is_not_used(ckpt, standin_loaders, caplog):
+    data = bytearray((ckpt / 'policy.onnx').read_bytes())
+    data[-1] ^= 0xFF
+    (ckpt / 'policy.onnx').write_bytes(bytes(data))
+    with pytest.raises(BackendUnavailable, match='differs from the verified export'):
+        load_policy_backend('onnxruntime', ckpt, auto_export=False, strict=True)
+    with caplog.at_level(logging.WARNING):
+        backend = load_policy_backend('onnxruntime', ckpt, auto_export=False)
+    assert backend.name == 'torch'
+
+
+def test_missing_export_is_exported_on_the_fly(ckpt, standin_loaders):
+    (ckpt / 'policy.onnx').unlink()
+    (ckpt / 'vision.onnx').unlink()
+    backend = load_policy_backend('onnxruntime', ckpt, strict=True)
+    assert backend.name == 'onnxruntime' and (ckpt / 'policy.onnx').exists()
+
+
+def test_benchmark_backends_reports_every_requested_backend(ckpt, standin_loaders):
+    res = benchmark_backends(ckpt, ['torch', 'onnxruntime', 'tensorrt'], iters=5, warmup=1)
+    for name in ('torch', 'onnxruntime'):
+        r = res[name]
+        assert r['used'] == name
+        for key in ('policy_ms', 'encode_ms', 'act_ms'):
+            assert 0 < r[key]['p50'] <= r[key]['p99']
+    assert res['tensorrt']['available'] is False and res['tensorrt']['reason']

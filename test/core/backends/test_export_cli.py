@@ -1,0 +1,29 @@
+"""`flow-rag-vla export` subcommand: parser wiring and a full run on the stand-in checkpoint."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from flow_rag_vla_ros.tools import export as export_tool
+
+
+def test_export_command_writes_verified_files(tmp_path, standin_loaders, capsys):
+    parser = argparse.ArgumentParser()
+    export_tool.register(parser.add_subparsers(dest='command'))
+    ckpt, out = tmp_path / 'ckpt', tmp_path / 'out'
+    ckpt.mkdir()
+    args = parser.parse_args(['export', '--checkpoint', str(ckpt), '--out', str(out), '--int8'])
+    assert args.func(args) == 0
+    assert {'vision.onnx', 'policy.onnx', 'policy.int8.onnx', 'export.json'} <= {p.name for p in out.iterdir()}
+    printed = json.loads(capsys.readouterr().out)
+    assert printed['policy']['relative_error']['random'] <= 1e-4
+
+
+def test_export_command_refuses_bad_export(tmp_path, standin_loaders, capsys):
+    parser = argparse.ArgumentParser()
+    export_tool.register(parser.add_subparsers(dest='command'))
+    out = tmp_path / 'out'
+    args = parser.parse_args(['export', '--checkpoint', str(tmp_path), '--out', str(out), '--tolerance', '0'])
+    assert args.func(args) == 1
+    assert 'export refused' in capsys.readouterr().err
+    assert not list(out.glob('*.onnx'))

@@ -5,7 +5,8 @@ channel), activations are quantised per call. The graph is first run through ORT
 (shape inference + graph optimisation), which fuses LayerNorm/GELU and lets more MatMuls be quantised. Only the expert is quantised; the conv vision trunk stays fp32 (dynamic
 quantisation of convolutions is slower than fp32 in ONNX Runtime on CPU). The result is cached next to
 the fp32 file with a JSON sidecar holding the source file's sha256; a changed `policy.onnx` (re-export)
-re-quantises. No torch import.
+re-quantises. Loading a cached int8 model imports no torch; quantising does (ORT's `quant_pre_process`
+imports `onnxruntime.tools`, which imports torch), so `flow-rag-vla export --int8` quantises ahead of time.
 """
 from __future__ import annotations
 

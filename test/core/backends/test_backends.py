@@ -128,3 +128,19 @@ def test_benchmark_backends_reports_every_requested_backend(ckpt, standin_loader
         for key in ('policy_ms', 'encode_ms', 'act_ms'):
             assert 0 < r[key]['p50'] <= r[key]['p99']
     assert res['tensorrt']['available'] is False and res['tensorrt']['reason']
+
+
+@pytest.mark.parametrize('name', ['onnxruntime', 'onnxruntime-int8'])
+def test_onnxruntime_path_does_not_import_torch(ckpt, name):
+    """Runtime loads stay torch-free (the one-off int8 quantisation, done by `export --int8`, may not)."""
+    import subprocess
+
+    from flow_rag_vla_ros.core.backends.quantize import quantize_expert
+    quantize_expert(ckpt / 'policy.onnx')
+    code = ('import sys, numpy as np\n'
+            'from flow_rag_vla_ros.core.backends import load_policy_backend\n'
+            f'b = load_policy_backend({name!r}, {str(ckpt)!r}, parts=("policy",), strict=True)\n'
+            'b.act(np.zeros((4, 32), np.float32), np.zeros(7), np.zeros(384), np.zeros((8, 4)))\n'
+            'assert "torch" not in sys.modules, "torch imported"\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ why each step was unavailable and what is used:
     torch-cudagraph  -> torch
     onnxruntime-int8 -> onnxruntime -> torch
     onnxruntime      -> torch
-`strict=True` raises `BackendUnavailable` instead. An unknown name is a configuration error (ValueError).
+With `device='cuda'` and no usable GPU the last resort is `torch` on the CPU. `strict=True` raises `BackendUnavailable` instead. An unknown name is a configuration error (ValueError).
 Importing this package imports neither torch nor onnxruntime; each backend imports what it needs.
 """
 from __future__ import annotations
@@ -63,15 +63,18 @@ def load_policy_backend(name: str, checkpoint_dir: str | Path, device: str = 'cp
         raise ValueError(f'unknown policy backend {name!r}; choose one of {", ".join(BACKENDS)}')
     parts = check_parts(parts)
     failures: list[str] = []
-    for candidate in CHAINS[name][:1] if strict else CHAINS[name]:
+    attempts = [(c, device) for c in (CHAINS[name][:1] if strict else CHAINS[name])]
+    if not strict and device != 'cpu':
+        attempts.append(('torch', 'cpu'))  # last resort: eager torch on the CPU
+    for candidate, dev in attempts:
         try:
-            backend = _loader(candidate)(Path(checkpoint_dir), parts=parts, device=device, threads=threads, **opts)
+            backend = _loader(candidate)(Path(checkpoint_dir), parts=parts, device=dev, threads=threads, **opts)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # any load failure (ImportError, BackendUnavailable, CUDA errors) -> next
             if strict:
                 raise BackendUnavailable(f'policy backend {name!r} unavailable: {_why(e)}') from e
-            failures.append(f'{candidate}: {_why(e)}')
+            failures.append(f'{candidate}{"" if dev == device else f" ({dev})"}: {_why(e)}')
             log.debug('backend %s failed to load', candidate, exc_info=True)
             continue
         if failures:

@@ -144,3 +144,12 @@ def test_onnxruntime_path_does_not_import_torch(ckpt, name):
             'assert "torch" not in sys.modules, "torch imported"\n')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cuda_request_without_gpu_ends_on_cpu_torch(ckpt, standin_loaders, monkeypatch, caplog):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with caplog.at_level(logging.WARNING):
+        backend = load_policy_backend('torch-cudagraph', ckpt, device='cuda')
+    assert (backend.name, backend.device) == ('torch', 'cpu')
+    assert len(_warnings(caplog)) == 1 and 'on cpu' in _warnings(caplog)[0].getMessage()

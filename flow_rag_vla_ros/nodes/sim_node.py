@@ -22,21 +22,18 @@ from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import (array_to_image, diagnostic, make_header, msg_to_command,
                                                 proprio_to_msg, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
+from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
 
 
 @dataclass
 class SimNodeConfig:
-    task: str = param('reach', 'panda-gym task: reach | push | pick_and_place')
+    """The node's own parameters; the simulated world's are `SimConfig` (declared beside these)."""
     episodes: int = param(10, 'episodes to run; 0 = run until shut down')
-    seed: int = param(0, 'seed of the first episode; episode i uses seed + i')
     clock_mode: str = param('lockstep', 'lockstep (step on the command for the current frame) | realtime')
     rate_hz: float = param(25.0, 'real-time mode stepping rate')
     command_timeout_s: float = param(1.0, 'lockstep: wait this long for the command of a frame before resending')
     resend_attempts: int = param(2, 'lockstep: frames re-sent (same stamp) before the step is taken with a hold')
     startup_timeout_s: float = param(120.0, 'wait this long for the stack to answer a first frame')
-    image_size: int = param(96, 'camera image height and width (px)')
-    scenario: str = param('', "failure-injection scenario name ('' = none)")
-    max_steps: int = param(0, 'steps per episode; 0 = the task default')
     camera_frame_id: str = param('scene_camera', 'frame_id of camera frames (and everything derived)')
     image_topic: str = param('/camera/image_raw', 'camera frames (sensor_msgs/Image rgb8)')
     camera_info_topic: str = param('/camera/camera_info', 'camera intrinsics')
@@ -44,12 +41,11 @@ class SimNodeConfig:
     instruction_topic: str = param('/task/instruction', 'task instruction (std_msgs/String, latched)')
     events_topic: str = param('/task/events', 'episode events (diagnostic_msgs/DiagnosticArray)')
     command_topic: str = param('/robot/command', 'merged command (sensor_msgs/JointState velocity)')
-    fov_deg: float = param(45.0, 'vertical field of view of the camera (for CameraInfo)')
 
     def __post_init__(self):
         require(self.clock_mode in ('lockstep', 'realtime'), f'clock_mode {self.clock_mode!r} invalid')
         require(self.rate_hz > 0 and self.command_timeout_s > 0, 'rate_hz and command_timeout_s must be > 0')
-        require(self.episodes >= 0 and self.image_size >= 16, 'episodes >= 0 and image_size >= 16')
+        require(self.episodes >= 0, 'episodes must be >= 0')
 
 
 @dataclass
@@ -61,17 +57,16 @@ class EpisodeResult:
     event: str
     failure_type: str
     held_steps: int
+    failure_state: list  # object start (zeros for reach) + goal, metres: the situation the episode was in
 
 
 class SimNode(StackNode):
     def __init__(self, **kwargs):
         super().__init__('sim', **kwargs)
         self.config = cfg = declare_config(self, SimNodeConfig)
-        from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig  # pybullet only where needed
-        from flow_rag_vla_ros.core.config import from_dict
-        self.env = PandaEnv(from_dict(SimConfig, {'task': cfg.task, 'image_size': cfg.image_size,
-                                                  'scenario': cfg.scenario, 'max_steps': cfg.max_steps,
-                                                  'seed': cfg.seed}, strict=False))
+        self.sim_config = declare_config(self, SimConfig)
+        require(self.sim_config.render, 'the sim node publishes camera frames: render must be true')
+        self.env = PandaEnv(self.sim_config)
         self.image_pub = self.create_publisher(Image, cfg.image_topic, qos.SENSOR)
         self.info_pub = self.create_publisher(CameraInfo, cfg.camera_info_topic, qos.SENSOR)
         self.state_pub = self.create_publisher(JointState, cfg.ee_state_topic, qos.SENSOR)
@@ -92,7 +87,7 @@ class SimNode(StackNode):
         self.last_command_ns = 0
         self.gripper = 0.0
         self.started_ns = now_ns()
-        self.obs = self.env.reset(seed=cfg.seed)
+        self.obs = self.env.reset(seed=self.sim_config.seed)
         self._publish_instruction(self.obs.instruction)
         period = 1.0 / cfg.rate_hz if cfg.clock_mode == 'realtime' else 0.05
         self.timer = self.create_timer(period, self.on_timer)
@@ -118,8 +113,9 @@ class SimNode(StackNode):
 
     def _camera_info(self, shape, stamp: int) -> CameraInfo:
         h, w = shape[:2]
-        fy = (self.config.image_size / 2) / math.tan(math.radians(self.config.fov_deg) / 2)
-        cx, cy = self.config.image_size / 2, h / 2
+        size = self.sim_config.image_size  # cameras are stacked side by side: intrinsics of one view
+        fy = (size / 2) / math.tan(math.radians(self.sim_config.fov_deg) / 2)
+        cx, cy = size / 2, h / 2
         return CameraInfo(header=make_header(stamp, self.config.camera_frame_id), height=h, width=w,
                           distortion_model='plumb_bob', d=[0.0] * 5,
                           k=[fy, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
@@ -127,7 +123,7 @@ class SimNode(StackNode):
                           p=[fy, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
 
     def _event(self, kind: str, **values) -> None:
-        values = {'episode': self.episode, 'task': self.config.task, 'step': self.steps, **values}
+        values = {'episode': self.episode, 'task': self.sim_config.task, 'step': self.steps, **values}
         self.events_pub.publish(diagnostic(self.frame_stamp_ns or now_ns(), self.config.camera_frame_id,
                                            'episode', kind, values, hardware_id='sim'))
 
@@ -139,12 +135,12 @@ class SimNode(StackNode):
             self.timer.cancel()
             self.get_logger().info(f'all {self.config.episodes} episodes done')
             return
-        seed = self.config.seed + self.episode
+        seed = self.sim_config.seed + self.episode
         self.obs = self.env.reset(seed=seed)
         self.steps, self.held_steps, self.gripper = 0, 0, 0.0
         self.last_command = None
         self._publish_instruction(self.obs.instruction)
-        self._event('start', seed=seed, scenario=self.config.scenario)
+        self._event('start', seed=seed, scenario=self.sim_config.scenario)
         self._publish_frame()
 
     def _apply(self, action: np.ndarray | None) -> None:
@@ -155,9 +151,10 @@ class SimNode(StackNode):
         self.obs, info = self.env.step(action)
         self.steps += 1
         if info.done:
-            seed = self.config.seed + self.episode
+            seed = self.sim_config.seed + self.episode
+            situation = np.concatenate([info.state['object_start'], info.state['goal_pos']]).round(4).tolist()
             self.results.append(EpisodeResult(self.episode, seed, bool(info.success), self.steps,
-                                              info.event, info.failure_type, self.held_steps))
+                                              info.event, info.failure_type, self.held_steps, situation))
             self._event(info.event, failure_type=info.failure_type, seed=seed, success=info.success)
             self.get_logger().info(f'episode {self.episode} seed {seed}: {info.event} '
                                    f'{info.failure_type} after {self.steps} steps')

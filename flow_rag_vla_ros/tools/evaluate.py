@@ -51,7 +51,7 @@ def failure_repetitions(episodes: list[dict], radius: float) -> tuple[int, list[
 
 
 def pipeline_spec(args, task: str, pipeline: str, memory_dir: str) -> RunSpec:
-    overrides = {'rag_monitor': {'memory_dir': memory_dir}}
+    overrides = {'rag_monitor': {'directory': memory_dir}}
     if args.memory_seed:
         overrides['rag_monitor']['memory_import'] = args.memory_seed
     stack_pipeline = pipeline

@@ -44,7 +44,7 @@ class RunSpec:
                    scenario=self.scenario)
         if self.rate_hz:
             sim['rate_hz'] = self.rate_hz
-        for node in ('vision_encoder', 'flow_policy', 'rag_monitor'):
+        for node in ('vision_encoder', 'flow_policy'):
             if self.checkpoint:
                 o.setdefault(node, {})['checkpoint'] = self.checkpoint
         for node in ('vision_encoder', 'flow_policy'):

@@ -1,0 +1,127 @@
+"""The RAG failure monitor's logic (rclpy-free): assess states against the memory, learn from episodes.
+
+- `assess(stamp, tokens, proprio, language, chunk)`: embed the state, search the memory, and propose a
+  correction when a past failure happened in a similar state. In the parallel pipeline the flow chunk
+  of this frame is not known yet (retrieval runs beside the policy), so the transform is applied to the
+  latest executed chunk; a stored correction chunk needs no current chunk at all.
+- `on_event('failure' | 'timeout', ...)`: every `store_stride`-th state of the episode (with the chunk
+  that was executed from it) becomes a failure case; cases whose correction was used in this episode lose
+  confidence.
+- `on_event('success')`: cases matched during the episode gain confidence, and the chunk that actually
+  succeeded from the matched state is stored as their correction (if they have none yet).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flow_rag_vla_ros.core.config import param, require
+from flow_rag_vla_ros.core.memory import FailureCase, FailureMemory, MemoryConfig
+from flow_rag_vla_ros.core.memory.corrections import Correction, CorrectionConfig, propose_correction
+from flow_rag_vla_ros.core.memory.embedding import EmbeddingConfig, state_embedding
+from flow_rag_vla_ros.core.spec import ACTION_DIM
+
+
+@dataclass
+class MonitorConfig:
+    memory_import: str = param('', 'memory export to import at start (seed a new robot); empty = none')
+    store_stride: int = param(2, 'on a failure, store every n-th state of the episode as a case')
+    learn: bool = param(True, 'store failures and successful corrections (false: read-only memory)')
+    propose_min_confidence: float = param(0.0, 'do not publish corrections below this confidence')
+
+    def __post_init__(self):
+        require(self.store_stride >= 1, 'store_stride must be >= 1')
+
+
+@dataclass
+class _Step:
+    embedding: np.ndarray  # (D,)
+    chunk: np.ndarray | None = None  # (H, 4) executed from this state, when known
+    matched: list[int] = field(default_factory=list)  # case ids that matched this state
+
+
+class RagMonitor:
+    def __init__(self, config: MonitorConfig, memory_config: MemoryConfig | None = None,
+                 correction_config: CorrectionConfig | None = None, logger=None):
+        self.config = config
+        self.memory_config = memory_config or MemoryConfig()
+        self.corrections = correction_config or CorrectionConfig()
+        self.embedding_config = EmbeddingConfig(dim=self.memory_config.dim)
+        self.log = logger or logging.getLogger(__name__)
+        self.memory = FailureMemory.open(self.memory_config)
+        if config.memory_import:
+            added, merged = self.memory.import_(config.memory_import)
+            self.log.info(f'imported {added} cases ({merged} merged) from {config.memory_import}')
+        self._lock = threading.Lock()  # episode trace: written by the retrieval thread and the event callback
+        self._trace: dict[int, _Step] = {}  # stamp -> step, this episode, in arrival order
+        self._last_chunk: np.ndarray | None = None
+        self._task = ''
+
+    def embed(self, tokens: np.ndarray, proprio: np.ndarray, language: np.ndarray) -> np.ndarray:
+        return state_embedding(tokens, proprio, language, self.embedding_config)
+
+    def observe_chunk(self, stamp: int, chunk: np.ndarray) -> None:
+        with self._lock:
+            self._last_chunk = chunk
+            step = self._trace.get(stamp)
+            if step is not None:
+                step.chunk = chunk
+
+    def assess(self, stamp: int, tokens: np.ndarray, proprio: np.ndarray, language: np.ndarray,
+               chunk: np.ndarray | None = None) -> Correction | None:
+        embedding = self.embed(tokens, proprio, language)
+        hits = self.memory.search(embedding)
+        with self._lock:
+            step = self._trace.setdefault(stamp, _Step(embedding))
+            if chunk is not None:
+                step.chunk = chunk
+            step.matched = [case.id for case, _ in hits]
+            base = chunk if chunk is not None else self._last_chunk
+        if not hits:
+            return None
+        if base is None:
+            base = np.zeros((self.memory_config.horizon, ACTION_DIM), np.float32)
+        proposal = propose_correction(hits, base, self.corrections)
+        if proposal is None or proposal.confidence < self.config.propose_min_confidence:
+            return None
+        return proposal
+
+    def on_event(self, kind: str, failure_type: str = '', values: dict | None = None) -> None:
+        values = values or {}
+        with self._lock:
+            trace, self._trace = list(self._trace.values()), {}
+        if kind == 'start':
+            self._task = values.get('task', '')
+            return
+        if kind not in ('success', 'failure', 'timeout') or not self.config.learn:
+            return
+        matched = [(s, cid) for s in trace for cid in s.matched]
+        if kind == 'success':
+            for step, case_id in matched:
+                self._safely(self.memory.update_confidence, case_id, True)
+                case = self.memory.get(case_id)
+                if case is not None and case.correction_chunk is None and step.chunk is not None:
+                    self._safely(self.memory.set_correction, case_id, step.chunk)
+            return
+        for case_id in {cid for _, cid in matched}:
+            self._safely(self.memory.update_confidence, case_id, False)
+        stored = 0
+        for step in trace[::self.config.store_stride]:
+            failed = step.chunk if step.chunk is not None else np.zeros((self.memory_config.horizon, ACTION_DIM),
+                                                                        np.float32)
+            self.memory.add(FailureCase(embedding=step.embedding, failed_chunk=failed,
+                                        failure_type=failure_type or kind, task=self._task))
+            stored += 1
+        self.log.info(f'{failure_type or kind}: stored {stored} states; memory has {len(self.memory)} cases')
+
+    def _safely(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except KeyError:  # the case was pruned meanwhile
+            pass
+
+    def close(self) -> None:
+        self.memory.close()

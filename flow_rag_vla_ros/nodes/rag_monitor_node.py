@@ -1,0 +1,176 @@
+"""RAG failure monitor node: retrieves past failures in similar states and proposes corrections.
+
+Never on the policy path: callbacks only hand the latest input to a worker thread (a latest-only slot,
+so a slow retrieval drops stale frames instead of queueing them); the worker embeds, searches the FAISS
+memory and publishes a correction stamped with the source frame. Episode events teach the memory:
+a failure stores the states (and executed chunks) that led to it; a success in a state that matched a
+stored failure stores the chunk that worked as that case's correction and raises its confidence.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from flow_rag_vla_ros.core.config import param, require
+from flow_rag_vla_ros.core.memory import MemoryConfig
+from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
+from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
+from flow_rag_vla_ros.nodes import qos
+from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
+from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, key_values, msg_to_chunk,
+                                                msg_to_features, msg_to_proprio, stamp_to_ns)
+from flow_rag_vla_ros.nodes.params import declare_config
+
+
+@dataclass
+class RagMonitorTopicsConfig:
+    mode: str = param('parallel', 'parallel: retrieve on features (beside the policy) | sequential: after the chunk')
+    features_topic: str = param('/vla/features', 'input visual tokens')
+    ee_state_topic: str = param('/robot/ee_state', 'input proprio')
+    embedding_topic: str = param('/vla/instruction_embedding', 'input instruction embedding')
+    chunk_topic: str = param('/vla/action_chunk', 'input flow chunks')
+    command_topic: str = param('/robot/command', 'executed commands (to remember what was done)')
+    events_topic: str = param('/task/events', 'episode events: start / success / failure / timeout')
+    correction_topic: str = param('/vla/correction', 'output risk + correction (DiagnosticArray)')
+
+    def __post_init__(self):
+        require(self.mode in ('parallel', 'sequential'), f'mode {self.mode!r} must be parallel or sequential')
+
+
+class LatestSlot:
+    """A one-element mailbox: put() replaces what is there; get() blocks until something arrives."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def get(self, timeout: float):
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+class RagMonitorNode(StackNode):
+    def __init__(self, **kwargs):
+        super().__init__('rag_monitor', **kwargs)
+        self.topics = t = declare_config(self, RagMonitorTopicsConfig)
+        self.monitor = RagMonitor(declare_config(self, MonitorConfig), declare_config(self, MemoryConfig),
+                                  declare_config(self, CorrectionConfig), logger=self.get_logger())
+        self.proprio: deque[tuple[int, np.ndarray]] = deque(maxlen=32)
+        self.language: np.ndarray | None = None
+        self.slot = LatestSlot()
+        self.pending_tokens: dict[int, np.ndarray] = {}  # sequential mode: features waiting for their chunk
+        self.correction_pub = self.create_publisher(DiagnosticArray, t.correction_topic, qos.RELIABLE)
+        self.create_subscription(JointState, t.ee_state_topic, self.on_ee_state, qos.SENSOR)
+        self.create_subscription(Float32MultiArray, t.embedding_topic, self.on_embedding, qos.LATCHED)
+        self.create_subscription(Image, t.features_topic, self.on_features, qos.SENSOR)
+        self.create_subscription(JointTrajectory, t.chunk_topic, self.on_chunk, qos.RELIABLE)
+        self.create_subscription(DiagnosticArray, t.events_topic, self.on_event, qos.EVENTS)
+        self.running = True
+        self.worker = threading.Thread(target=self._work, name='rag_retrieval', daemon=True)
+        self.worker.start()
+        self.get_logger().info(f'rag monitor ready: mode={t.mode}, {len(self.monitor.memory)} cases in memory')
+
+    # -- inputs (cheap: never block the executor) ---------------------------------------------------
+    def on_ee_state(self, msg: JointState) -> None:
+        try:
+            self.proprio.append((stamp_to_ns(msg.header.stamp), msg_to_proprio(msg)))
+        except ValueError as e:
+            self.reject('joint state', e)
+
+    def on_embedding(self, msg: Float32MultiArray) -> None:
+        self.language = np.asarray(msg.data, dtype=np.float32)
+
+    def _proprio_for(self, stamp: int) -> np.ndarray | None:
+        for s, p in reversed(self.proprio):
+            if s <= stamp:
+                return p
+        return None
+
+    def on_features(self, msg: Image) -> None:
+        received = now_ns()
+        try:
+            tokens = msg_to_features(msg)
+        except ValueError as e:
+            self.reject('features', e)
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        proprio = self._proprio_for(stamp)
+        if proprio is None or self.language is None:
+            return
+        if self.topics.mode == 'parallel':
+            self.slot.put((stamp, msg.header.frame_id, tokens, proprio, None, received))
+        else:
+            self.pending_tokens[stamp] = (tokens, proprio)
+            while len(self.pending_tokens) > 16:
+                self.pending_tokens.pop(next(iter(self.pending_tokens)))
+
+    def on_chunk(self, msg: JointTrajectory) -> None:
+        received = now_ns()
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            chunk = msg_to_chunk(msg)
+        except ValueError as e:
+            self.reject('chunk', e)
+            return
+        self.monitor.observe_chunk(stamp, chunk)
+        if self.topics.mode == 'sequential' and stamp in self.pending_tokens:
+            tokens, proprio = self.pending_tokens.pop(stamp)
+            self.slot.put((stamp, msg.header.frame_id, tokens, proprio, chunk, received))
+
+    def on_event(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name != 'episode':
+                continue
+            kv = key_values(status)
+            self.monitor.on_event(status.message, kv.get('failure_type', ''), kv)
+
+    # -- retrieval worker ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while self.running:
+            item = self.slot.get(timeout=0.2)
+            if item is None:
+                continue
+            stamp, frame_id, tokens, proprio, chunk, received = item
+            try:
+                proposal = self.monitor.assess(stamp, tokens, proprio, self.language, chunk)
+            except Exception as e:  # a retrieval bug must not kill the monitor thread
+                self.get_logger().error(f'retrieval failed for frame {stamp}: {e!r}')
+                continue
+            if proposal is not None:
+                self.correction_pub.publish(correction_to_msg(CorrectionMsg(
+                    stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
+                    proposal.similarity, proposal.case_id), frame_id))
+            self.publish_latency('correction', stamp, received, now_ns(),
+                                 hit=proposal is not None, dropped=self.slot.dropped)
+
+    def close(self) -> None:
+        self.running = False
+        self.worker.join(timeout=2.0)
+        self.monitor.close()
+
+
+def main(args=None):
+    run_node(RagMonitorNode, args)
+
+
+if __name__ == '__main__':
+    main()

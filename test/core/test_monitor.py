@@ -1,0 +1,67 @@
+import numpy as np
+
+from flow_rag_vla_ros.core.memory import MemoryConfig
+from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
+from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
+
+RNG = np.random.default_rng(0)
+LANG = RNG.standard_normal(384).astype(np.float32)
+TOKENS = RNG.standard_normal((36, 112)).astype(np.float32)
+
+
+def _proprio(x):
+    return np.array([x, 0.0, 0.1, 0, 0, 0, 0], np.float32)
+
+
+def _monitor(**kw):
+    return RagMonitor(MonitorConfig(store_stride=1), MemoryConfig(similarity_threshold=0.95, **kw),
+                      CorrectionConfig(transform_confidence=0.9))
+
+
+def _episode(monitor, xs, outcome, failure_type='', chunk_value=0.5):
+    monitor.on_event('start', values={'task': 'reach'})
+    proposals = []
+    for i, x in enumerate(xs):
+        proposals.append(monitor.assess(i, TOKENS, _proprio(x), LANG))
+        monitor.observe_chunk(i, np.full((8, 4), chunk_value, np.float32))
+    monitor.on_event(outcome, failure_type)
+    return proposals
+
+
+def test_failure_is_remembered_and_a_similar_state_gets_a_correction():
+    m = _monitor()
+    assert _episode(m, [0.0, 0.01], 'failure', 'misalignment') == [None, None]
+    assert len(m.memory) >= 1
+    far = m.assess(100, TOKENS, _proprio(0.6), LANG)
+    near = m.assess(101, TOKENS, _proprio(0.005), LANG)
+    assert far is None
+    assert near is not None and near.failure_type == 'misalignment' and near.source == 'transform'
+    # misalignment transform halves the latest executed chunk
+    np.testing.assert_allclose(near.chunk[:, :3], 0.25, atol=1e-6)
+
+
+def test_success_after_a_match_stores_the_chunk_that_worked_and_raises_confidence():
+    m = _monitor()
+    _episode(m, [0.0], 'failure', 'timeout')
+    (case,) = m.memory.cases()
+    before = case.confidence
+    _episode(m, [0.0], 'success', chunk_value=-0.3)
+    case = m.memory.get(case.id)
+    assert case.confidence > before
+    np.testing.assert_allclose(case.correction_chunk, -0.3)
+    proposal = m.assess(7, TOKENS, _proprio(0.0), LANG)
+    assert proposal.source == 'stored'
+
+
+def test_repeated_failure_despite_correction_lowers_confidence():
+    m = _monitor()
+    _episode(m, [0.0], 'failure', 'timeout')
+    (case,) = m.memory.cases()
+    _episode(m, [0.0], 'failure', 'timeout')
+    assert m.memory.get(case.id).confidence < case.confidence
+
+
+def test_read_only_monitor_does_not_learn():
+    m = RagMonitor(MonitorConfig(learn=False), MemoryConfig())
+    _episode(m, [0.0], 'failure', 'timeout')
+    assert len(m.memory) == 0

@@ -17,9 +17,11 @@ Equal within noise on CPU (ORT's per-call overhead is ~20 us, so 11 calls cost ~
 arithmetic dominates). (b) wins on everything else: one call per frame from every runtime, and
 TensorRT / CUDA EP see the whole loop as one graph (no host round trip between steps, where on a GPU the
 per-launch overhead is what dominates), static shapes, nothing to keep consistent between two graphs.
-The K/V context is still computed once per call (the trace records it before the loop). (a) would only
-pay off for run-time guidance between steps (RTC inpainting, which needs gradients and so runs in torch) or
-a run-time K; K is fixed per checkpoint, so re-export when it changes.
+The K/V context is still computed once per call (the trace records it before the loop). (a) is what
+run-time guidance between steps needs: RTC guided sampling (core/rtc.py) calls `velocity_fn(x, t)` per
+step, so a node running RTC on ONNX Runtime needs the context + step pair (the graphs
+`compare_export_modes` builds) in addition to `policy.onnx`; unguided frames keep the one-call sampler.
+K is fixed per checkpoint: re-export when it changes.
 
 Verification: every graph is exported to a temporary file, checked with `onnx.checker`, run with ONNX
 Runtime on random inputs and on real ones (dataset frames, their vision tokens and the checkpoint's cached

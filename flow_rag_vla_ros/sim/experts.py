@@ -67,40 +67,37 @@ class PushExpert(Expert):
     """Go above a point behind the cube (on the goal->cube line), descend, push along the line.
 
     'Behind' is re-evaluated each step: if the ee drifts off the push line (cube rotated or slid
-    sideways) it lifts and re-approaches instead of dragging the cube sideways.
+    sideways) it lifts and re-approaches instead of dragging the cube sideways. Pushing speed falls
+    with the remaining distance: a cube hit fast keeps sliding (table friction ~0.25) and overshoots.
     """
     PUSH_Z = 0.02       # ee (fingertip centre) height while pushing: the cube's centre
-    BEHIND = 0.045      # ee distance behind the cube centre at contact (half cube + finger)
+    BEHIND = 0.06       # pre-push ee distance behind the cube centre (clear of the cube)
+    CONTACT = 0.035     # ee distance behind the cube centre while in contact
 
     def act(self, state: dict) -> np.ndarray:
         ee, obj, goal = state['ee_pos'], state['object_pos'], state['goal_pos']
         line = goal[:2] - obj[:2]
-        dist = np.linalg.norm(line)
+        dist = float(np.linalg.norm(line))
         d = line / max(dist, 1e-6)
+        perp = np.array([-d[1], d[0]])
         rel = ee[:2] - obj[:2]
-        along = float(rel @ d)                 # < 0: behind the cube
-        lateral = float(rel @ np.array([-d[1], d[0]]))
+        along, lateral = float(rel @ d), float(rel @ perp)
         behind_xy = obj[:2] - d * self.BEHIND + self.offset[:2] * 0.5
-        aligned = along < -0.025 and abs(lateral) < 0.012
-        if aligned and ee[2] < self.PUSH_Z + 0.02:
-            # push: drive the contact point to where the cube would sit on the goal, keep on the line
-            target_xy = goal[:2] - d * (self.BEHIND - 0.01) + d * min(0.03, dist)
-            target = np.array([*target_xy, self.PUSH_Z])
-            xyz = self.move_to(ee, target, gain=0.7)
-            xyz[:2] += -lateral / STEP_M * d_perp(d) * 0.5
+        if along < -0.025 and abs(lateral) < 0.015 and ee[2] < self.PUSH_Z + 0.015:
+            # push: drive the contact point to where the cube sits on the goal, correcting sideways drift
+            target = np.array([*(goal[:2] - d * self.CONTACT), self.PUSH_Z])
+            xyz = self.move_to(ee, target)
+            xyz[:2] -= perp * lateral / STEP_M
+            cap = float(np.clip(dist / 0.08, 0.15, 0.5))
+            norm = np.linalg.norm(xyz[:2])
+            if norm > cap:
+                xyz[:2] *= cap / norm
             return self._pack(xyz)
-        if np.linalg.norm(ee[:2] - behind_xy) < 0.012 and along < -0.02:
+        if np.linalg.norm(ee[:2] - behind_xy) < 0.015:
             return self._pack(self.move_to(ee, np.array([*behind_xy, self.PUSH_Z])))  # descend
-        # travel above the cube height to the pre-push point (never sweep through the cube)
-        high = max(0.06, ee[2]) if np.linalg.norm(ee[:2] - behind_xy) > 0.03 else 0.06
-        if np.linalg.norm(rel) < 0.05 and ee[2] < 0.05:
-            high = 0.08  # too close to the cube from the wrong side: lift first
-            return self._pack(self.move_to(ee, np.array([*ee[:2], high])))
-        return self._pack(self.move_to(ee, np.array([*behind_xy, min(high, 0.08)])))
-
-
-def d_perp(d: np.ndarray) -> np.ndarray:
-    return np.array([-d[1], d[0]])
+        if np.linalg.norm(rel) < 0.06 and ee[2] < 0.06:
+            return self._pack(self.move_to(ee, np.array([*ee[:2], 0.09])))  # near the cube, low: lift first
+        return self._pack(self.move_to(ee, np.array([*behind_xy, 0.08])))  # travel above the cube
 
 
 class PickAndPlaceExpert(Expert):

@@ -1,22 +1,31 @@
 """Failure detection: rule-based classification from sim/robot signals, and a learned binary failure head.
 
-Rules (`classify_failure`), checked in this order; geometry is panda-gym's (table top z = 0, 4 cm cube resting
-at z = rest_height = 0.02, goal reached when distance < success_threshold = 0.05; "achieved" = object position
-for push / pick_and_place, end-effector position for reach):
-- success:       distance(achieved, goal) < success_threshold -> None (no failure).
-- collision:     the robot (hand or fingers) presses on the table: summed table contact normal force
-                 > collision_force (N). Object-table contact is not a collision.
-- drop:          the object was lifted (max of its height history >= rest_height + lift_margin), has since
-                 fallen by more than drop_fall below that peak, and is no longer in the hand
-                 (distance(ee, object) > grasp_radius).
-- grasp_failure: gripper commanded closed (gripper_command < 0) with the end effector within grasp_radius of
-                 the object, yet the fingers closed on nothing (finger_width < closed_width), and the object
-                 was never lifted. Only for tasks with an object and a free gripper (pick_and_place).
-- misalignment:  episode over (step >= max_steps) and achieved within misalignment_factor * success_threshold
-                 of the goal (close but not there).
-- timeout:       episode over (step >= max_steps) and achieved farther than that.
-Otherwise None (nothing wrong yet). Collision / drop / grasp_failure can fire mid-episode; misalignment /
-timeout only at the end.
+Rules - the same definitions (and default numbers) as the sim's ground-truth events in sim/panda_env.py, so
+detection is measurable against them. Geometry is panda-gym's: table top z = 0, 4 cm cube resting at
+z = rest_z = 0.02, "achieved" = object position (reach: end-effector position), success when
+distance(achieved, goal) < success_threshold (0.05 m). Checked after every step, in this order:
+- success:       distance < success_threshold -> None (no failure).
+- collision:     (a) the arm presses on the table: total panda-table contact normal force > collision_force
+                 (50 N) for collision_steps (3) consecutive steps (grazing is a few N, driving the fingertips
+                 in gives 200-400 N), or (b) the object left the table: centre below z = -0.02 m or outside
+                 the table's x/y extent.
+- drop:          (pick_and_place) the object was lifted more than lift_height (2 cm) above rest while grasped
+                 (both fingers touching it) and is later back at rest (< rest_band = 1 cm above) with no finger
+                 touching it.
+- grasp_failure: (pick_and_place) (a) the gripper was open wider than the cube (> open_width 0.042 m) with
+                 the ee within near_xy (2.5 cm, xy) and near_z (3 cm, z) of the object, then closed below
+                 closed_width (0.015 m) with neither finger touching it (closed on air); moving away while open
+                 disarms (a); or (b) both fingers held the object (latched until the gripper opens past
+                 open_width again) and the ee rose > slip_rise (4 cm) above the object's centre while the
+                 object stayed at rest and had not been lifted (slipped / too heavy).
+- misalignment:  (a) push: the object overshot - its progress along the start->goal line exceeds the
+                 start-goal distance by more than misalignment_factor * success_threshold; or (b) at
+                 max_steps the achieved point is within misalignment_factor * success_threshold of the goal.
+- timeout:       max_steps reached without success and not misalignment (b).
+Collision, drop, grasp_failure and push overshoot fire mid-episode; misalignment (b) / timeout at the end.
+`FailureDetector` keeps the per-episode latches (press counter, lifted-while-grasped, armed, held);
+`classify_failure(signals)` runs a fresh detector over one step or a sequence of steps (the episode so far)
+and returns the first failure. The gripper command is not needed: finger width and contacts show the outcome.
 
 Failure head (`FailureHead`): logistic regression (numpy, no torch: it runs inside the monitor) on
 `[e_before, e_after, e_after - e_before, |e_after - e_before|, e_before * e_after]`, features standardised with
@@ -25,7 +34,7 @@ training statistics; trained by full-batch Adam with L2. Saved as `failure_head.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,57 +46,121 @@ from flow_rag_vla_ros.core.config import param, require
 
 @dataclass
 class DetectorConfig:
-    rest_height: float = param(0.02, 'object centre height resting on the table (m)')
-    lift_margin: float = param(0.01, 'object counts as lifted above rest_height + this (m)')
-    drop_fall: float = param(0.02, 'drop: fall below the peak height larger than this (m)')
-    grasp_radius: float = param(0.03, 'end effector within this of the object = object in/at the hand (m)')
-    closed_width: float = param(0.01, 'finger width below this = fingers closed on nothing (m)')
-    collision_force: float = param(1.0, 'robot-table contact normal force above this = collision (N)')
-    misalignment_factor: float = param(2.0, 'end-of-episode distance below factor * success_threshold = misalignment')
+    rest_z: float = param(0.02, 'object centre height resting on the table (m)')
+    collision_force: float = param(50.0, 'panda-table contact normal force above this = pressing (N)')
+    collision_steps: int = param(3, 'consecutive pressing steps that make a collision')
+    table_x: tuple[float, ...] = param((-0.85, 0.25), 'table x extent (m)')
+    table_y: tuple[float, ...] = param((-0.35, 0.35), 'table y extent (m)')
+    lift_height: float = param(0.02, 'lifted = centre this far above rest while grasped (m)')
+    rest_band: float = param(0.01, 'back at rest = centre less than this above rest (m)')
+    open_width: float = param(0.042, 'fingers open wider than the cube (m)')
+    closed_width: float = param(0.015, 'fingers closed (m)')
+    near_xy: float = param(0.025, 'ee near the object: xy distance below this (m)')
+    near_z: float = param(0.03, 'ee near the object: |dz| below this (m)')
+    slip_rise: float = param(0.04, 'grasp slip: ee this far above the object centre while holding (m)')
+    misalignment_factor: float = param(2.0, 'misalignment radius as a multiple of success_threshold')
 
     def __post_init__(self):
-        require(self.grasp_radius > 0 and self.closed_width > 0 and self.misalignment_factor > 1,
-                'grasp_radius, closed_width > 0 and misalignment_factor > 1')
+        require(self.collision_steps >= 1 and self.misalignment_factor > 1 and self.closed_width < self.open_width,
+                'collision_steps >= 1, misalignment_factor > 1, closed_width < open_width')
 
 
 @dataclass
 class FailureSignals:
+    """One step's signals (the sim's privileged state, or a robot's estimates of it)."""
     ee_pos: Sequence[float]
     goal_pos: Sequence[float]
-    object_pos: Sequence[float] | None = None        # None for reach
+    object_pos: Sequence[float] | None = None    # None for reach
+    object_start: Sequence[float] | None = None  # object position at reset (push overshoot)
     finger_width: float = 0.0
-    gripper_command: float = 0.0                     # last gripper action; < 0 closes
-    table_contact_force: float = 0.0                 # summed normal force of robot-table contacts (N)
-    object_height_history: Sequence[float] = field(default_factory=list)  # object z per step so far
+    left_finger_contact: bool = False            # finger touches the object
+    right_finger_contact: bool = False
+    table_force: float = 0.0                     # total panda-table contact normal force (N)
     step: int = 0
     max_steps: int = 50
     success_threshold: float = 0.05
     task: str = 'pick_and_place'
 
+    @classmethod
+    def from_state(cls, state: dict, task: str, max_steps: int = 50, success_threshold: float = 0.05):
+        """From `PandaEnv.privileged_state()` (or `StepInfo.state`)."""
+        has_object = task != 'reach'
+        return cls(ee_pos=state['ee_pos'], goal_pos=state['goal_pos'],
+                   object_pos=state['object_pos'] if has_object else None,
+                   object_start=state.get('object_start') if has_object else None,
+                   finger_width=float(state.get('finger_width', 0.0)),
+                   left_finger_contact=bool(state.get('left_finger_contact', False)),
+                   right_finger_contact=bool(state.get('right_finger_contact', False)),
+                   table_force=float(state.get('table_force', 0.0)), step=int(state['step']),
+                   max_steps=max_steps, success_threshold=success_threshold, task=task)
 
-def classify_failure(s: FailureSignals, config: DetectorConfig | None = None) -> str | None:
-    """Failure type for the current signals, or None (see the module docstring for the definitions)."""
-    c = config or DetectorConfig()
-    ee, goal = np.asarray(s.ee_pos, float), np.asarray(s.goal_pos, float)
-    obj = None if s.object_pos is None else np.asarray(s.object_pos, float)
-    achieved = ee if (obj is None or s.task == 'reach') else obj
-    distance = float(np.linalg.norm(achieved - goal))
-    if distance < s.success_threshold:
+
+class FailureDetector:
+    """Stateful rules over one episode (see module docstring); `reset()` between episodes."""
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config or DetectorConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.press_steps, self.lifted_while_grasped, self.armed, self.held = 0, False, False, False
+
+    def update(self, s: FailureSignals) -> str | None:
+        c = self.config
+        ee, goal = np.asarray(s.ee_pos, float), np.asarray(s.goal_pos, float)
+        obj = None if s.object_pos is None or s.task == 'reach' else np.asarray(s.object_pos, float)
+        distance = float(np.linalg.norm((ee if obj is None else obj) - goal))
+        if distance < s.success_threshold:
+            return None
+        self.press_steps = self.press_steps + 1 if s.table_force > c.collision_force else 0
+        off_table = obj is not None and not (obj[2] > -0.02 and c.table_x[0] < obj[0] < c.table_x[1]
+                                             and c.table_y[0] < obj[1] < c.table_y[1])
+        if self.press_steps >= c.collision_steps or off_table:
+            return 'collision'
+        if obj is not None and s.task == 'pick_and_place':
+            failure = self._grasp(s, ee, obj)
+            if failure:
+                return failure
+        if obj is not None and s.task == 'push' and s.object_start is not None:
+            start, line = np.asarray(s.object_start, float)[:2], goal[:2] - np.asarray(s.object_start, float)[:2]
+            length = float(np.linalg.norm(line))
+            if length > 1e-6 and float(np.dot(obj[:2] - start, line / length)) > (
+                    length + c.misalignment_factor * s.success_threshold):
+                return 'misalignment'
+        if s.step >= s.max_steps:
+            return 'misalignment' if distance < c.misalignment_factor * s.success_threshold else 'timeout'
         return None
-    if s.table_contact_force > c.collision_force:
-        return 'collision'
-    if obj is not None and s.task != 'reach':
-        heights = np.asarray(list(s.object_height_history) or [obj[2]], float)
-        peak, now = float(heights.max()), float(obj[2])
-        lifted = peak >= c.rest_height + c.lift_margin
-        in_hand = float(np.linalg.norm(ee - obj)) <= c.grasp_radius
-        if lifted and now < peak - c.drop_fall and not in_hand:
+
+    def _grasp(self, s: FailureSignals, ee: np.ndarray, obj: np.ndarray) -> str | None:
+        c = self.config
+        both = s.left_finger_contact and s.right_finger_contact
+        touching = s.left_finger_contact or s.right_finger_contact
+        height = obj[2] - c.rest_z
+        if both and height > c.lift_height:
+            self.lifted_while_grasped = True
+        if self.lifted_while_grasped and height < c.rest_band and not touching:
             return 'drop'
-        if (s.task == 'pick_and_place' and not lifted and in_hand and s.gripper_command < 0
-                and s.finger_width < c.closed_width):
+        near = np.linalg.norm(ee[:2] - obj[:2]) < c.near_xy and abs(ee[2] - obj[2]) < c.near_z
+        self.armed = bool(near and (self.armed or s.finger_width > c.open_width))
+        if self.armed and s.finger_width < c.closed_width and not touching:
             return 'grasp_failure'
-    if s.step >= s.max_steps:
-        return 'misalignment' if distance < c.misalignment_factor * s.success_threshold else 'timeout'
+        if both:
+            self.held = True
+        elif s.finger_width > c.open_width:
+            self.held = False
+        if self.held and not self.lifted_while_grasped and ee[2] - obj[2] > c.slip_rise and height < c.rest_band:
+            return 'grasp_failure'
+        return None
+
+
+def classify_failure(signals: FailureSignals | Sequence[FailureSignals],
+                     config: DetectorConfig | None = None) -> str | None:
+    """First failure type over one step or a step sequence (the episode so far), or None."""
+    detector = FailureDetector(config)
+    for s in [signals] if isinstance(signals, FailureSignals) else signals:
+        failure = detector.update(s)
+        if failure:
+            return failure
     return None
 
 

@@ -1,0 +1,82 @@
+"""Corrective transforms, correction proposals, and the state embedding."""
+import numpy as np
+import pytest
+
+from flow_rag_vla_ros.core.memory import FailureCase
+from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig, correct_chunk, propose_correction
+from flow_rag_vla_ros.core.memory.embedding import EmbeddingConfig, state_embedding
+
+
+def chunk():
+    c = np.zeros((8, 4), np.float32)
+    c[:, 0], c[:, 2], c[:, 3] = 0.8, -0.5, 1.0
+    c[5:, 3] = -0.3  # starts closing at step 5
+    return c
+
+
+def test_grasp_failure_closes_harder_and_earlier_and_approaches_lower():
+    out = correct_chunk(chunk(), 'grasp_failure', CorrectionConfig(grasp_close_earlier_steps=2, grasp_dz=-0.2))
+    assert np.all(out[3:, 3] == -1.0) and np.all(out[:3, 3] == 1.0)
+    assert np.allclose(out[:3, 2], -0.7) and np.allclose(out[3:, 2], -0.5)
+
+
+def test_other_transforms():
+    c = chunk()
+    drop = correct_chunk(c, 'drop')
+    assert np.all(drop[:, 3] == -1.0) and np.allclose(drop[:, 0], 0.4)
+    collision = correct_chunk(c, 'collision')
+    assert np.allclose(collision[:, 2], -0.2) and np.allclose(collision[:, 0], 0.48)
+    assert np.allclose(correct_chunk(c, 'misalignment')[:, :3], c[:, :3] * 0.5)
+    timeout = correct_chunk(c, 'timeout')
+    assert np.allclose(timeout[:, 0], 1.0) and np.allclose(timeout[:, 2], -0.75)  # clamped to [-1, 1]
+    for t in ('grasp_failure', 'drop', 'collision', 'misalignment', 'timeout'):
+        assert np.abs(correct_chunk(c * 3, t)).max() <= 1.0
+    with pytest.raises(ValueError):
+        correct_chunk(c, 'sneeze')
+
+
+def _case(cid, ftype='drop', correction=None, confidence=0.5):
+    return FailureCase(embedding=np.ones(4), failed_chunk=np.zeros((8, 4)), failure_type=ftype,
+                       correction_chunk=correction, confidence=confidence, id=cid)
+
+
+def test_propose_prefers_stored_correction_weighted_by_confidence():
+    good, better = np.full((8, 4), 0.3), np.full((8, 4), -0.2)
+    hits = [(_case(1, 'collision'), 0.99), (_case(2, correction=good, confidence=0.4), 0.95),
+            (_case(3, correction=better, confidence=0.9), 0.92), (_case(4, correction=good, confidence=0.1), 0.99)]
+    p = propose_correction(hits, chunk())
+    assert p.source == 'stored' and p.case_id == 3 and np.allclose(p.chunk, better)
+    assert p.confidence == pytest.approx(0.9 * 0.92) and p.failure_type == 'drop' and p.similarity == 0.92
+
+
+def test_propose_falls_back_to_transform_of_the_current_chunk():
+    hits = [(_case(1, 'drop'), 0.91), (_case(2, 'collision'), 0.97)]
+    p = propose_correction(hits, chunk())
+    assert p.source == 'transform' and p.case_id == 2 and p.failure_type == 'collision'
+    assert np.allclose(p.chunk, correct_chunk(chunk(), 'collision'))
+    assert p.confidence == pytest.approx(0.5 * 0.97)
+    assert propose_correction([], chunk()) is None
+
+
+def test_state_embedding_is_deterministic_unit_and_sized():
+    rng = np.random.default_rng(0)
+    tokens, proprio, lang = rng.standard_normal((9, 320)), rng.standard_normal(7) * 0.1, rng.standard_normal(384)
+    e = state_embedding(tokens, proprio, lang)
+    assert e.shape == (EmbeddingConfig().dim,) and e.dtype == np.float32
+    assert np.linalg.norm(e) == pytest.approx(1.0, abs=1e-5)
+    assert np.array_equal(e, state_embedding(tokens.copy(), proprio.copy(), lang.copy()))
+    c = EmbeddingConfig(dim=128, language_dim=8)
+    assert state_embedding(rng.standard_normal((4, c.visual_dim)), proprio, lang, c).shape == (128,)
+
+
+def test_state_embedding_similarity_tracks_state_changes():
+    rng = np.random.default_rng(1)
+    tokens, proprio, lang = rng.standard_normal((9, 64)), np.array([0.1, 0, 0.1, 0, 0, 0, 0.04]), rng.standard_normal(384)
+    e = state_embedding(tokens, proprio, lang)
+    moved_1cm = state_embedding(tokens, proprio + [0.01, 0, 0, 0, 0, 0, 0], lang)
+    moved_10cm = state_embedding(tokens, proprio + [0.1, 0, 0, 0, 0, 0, 0], lang)
+    other_task = state_embedding(tokens, proprio, rng.standard_normal(384))
+    assert e @ moved_1cm > 0.99 > e @ moved_10cm
+    assert e @ other_task < 0.98
+    with pytest.raises(ValueError):
+        state_embedding(tokens, proprio[:6], lang)

@@ -201,3 +201,18 @@ def test_rejects_bad_shapes_and_config():
         MemoryConfig(metric='dot')
     with pytest.raises(ValueError):
         MemoryConfig(index='lsh')
+
+
+def test_use_gpu_without_a_faiss_gpu_build_falls_back_to_cpu_with_a_log_line(caplog, monkeypatch):
+    import logging
+
+    from flow_rag_vla_ros.core.memory import index as ix
+    monkeypatch.setattr(ix, '_gpu_note_logged', False)
+    monkeypatch.setattr(ix, 'gpu_available', lambda: False)
+    with caplog.at_level(logging.INFO, logger=ix.__name__):
+        m = memory(use_gpu=True)
+        m.add(case(embedding_for(1)))
+        m.add(case(embedding_for(2)))
+    notes = [r for r in caplog.records if 'GPU' in r.getMessage()]
+    assert len(notes) == 1 and 'CPU' in notes[0].getMessage()
+    assert m.search(embedding_for(2))[0][1] == pytest.approx(1.0, abs=1e-5)

@@ -42,6 +42,8 @@ GYM_IDS = {'reach': 'PandaReach-v3', 'push': 'PandaPush-v3', 'pick_and_place': '
 DEFAULT_MAX_STEPS = 50  # panda-gym's episode length
 SUCCESS_THRESHOLD = 0.05
 OBJECT_SIZE = 0.04
+OBJECT_MASS = 1.0  # panda-gym cube
+OBJECT_FRICTION = 0.5  # its (pybullet default) lateral friction
 REST_Z = OBJECT_SIZE / 2  # object centre resting on the table
 TABLE_X = (-0.85, 0.25)  # table extent (panda-gym: length 1.1, x_offset -0.3, width 0.7)
 TABLE_Y = (-0.35, 0.35)
@@ -134,6 +136,9 @@ class PandaEnv:
             from flow_rag_vla_ros.sim.scenarios import make_scenario
             self.scenario = make_scenario(self.config.scenario)
         self.episode_seed = self.config.seed
+        self.external_force = None  # (3,) N on the object through every substep of the next step
+        self._gym_sim_step = self.sim.step
+        self.sim.step = self._sim_step
         self.steps = 0
         self._obs: dict = {}
 
@@ -146,6 +151,9 @@ class PandaEnv:
         # TinyRenderer ignores alpha: the ghost target would look exactly like the cube
         self.client.changeVisualShape(self.ids['target'], -1, rgbaColor=list(TARGET_RGBA))
         self.camera_offset = np.zeros(6)
+        self.external_force = None
+        if self.task != 'reach':  # undo any scenario physics of the previous episode
+            self.client.changeDynamics(self.ids['object'], -1, mass=OBJECT_MASS, lateralFriction=OBJECT_FRICTION)
         self.steps = 0
         self._table_press_steps = 0
         self._lifted_while_grasped = False
@@ -169,6 +177,18 @@ class PandaEnv:
         if self.scenario is not None and not done:
             self.scenario.on_step(self, state)
         return self._observation(), StepInfo(success, done, event, failure, state)
+
+    def _sim_step(self) -> None:
+        # panda-gym runs 20 physics substeps per step and pybullet clears external forces after each
+        # one, so a force meant to last a control step is re-applied before every substep
+        if self.external_force is None:
+            return self._gym_sim_step()
+        obj = self.ids['object']
+        for _ in range(self.sim.n_substeps):
+            pos = self.client.getBasePositionAndOrientation(obj)[0]
+            self.client.applyExternalForce(obj, -1, list(self.external_force), pos, p.WORLD_FRAME)
+            self.client.stepSimulation()
+        self.external_force = None
 
     def close(self) -> None:
         self.gym_env.close()

@@ -13,6 +13,10 @@ velocity consistent with it, v' = (x_t - x0_hat') / t. With g = 1 and W = 1 the 
 exactly on Y, so frozen positions reproduce the committed prefix; the free positions see the guided
 positions through the model (velocity_fn couples positions), which keeps the seam smooth. This is the
 projection form of the paper's inpainting guidance (no vector-Jacobian product through the model).
+
+`euler_sample` is the same integrator as `flow_matching.euler_integrate` (same time grid; a test checks it)
+but numpy-only: flow_matching imports torch, which the merger and an ONNX Runtime policy node must not load.
+Guidance needs t > 0 at every evaluation, so it pairs with Euler, not with Heun (which evaluates t = 0).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flow_rag_vla_ros.core.rtc import euler_sample, prefix_weights, rtc_guided_sample
+from flow_rag_vla_ros.core.rtc import euler_sample, guided_velocity, prefix_weights, rtc_guided_sample
 
 H, A = 8, 2
 
@@ -67,6 +67,16 @@ def test_euler_follows_the_flow_convention():
     noise = np.random.default_rng(1).standard_normal((H, A))
     # the exact field of the straight path x_t = t*noise + (1-t)*actions is v = noise - actions
     np.testing.assert_allclose(euler_sample(lambda x, t: noise - actions, noise, 4), actions, atol=1e-12)
+
+
+def test_euler_is_the_model_engineers_integrator(field_and_noise):
+    flow_matching = pytest.importorskip('flow_rag_vla_ros.core.flow_matching')
+    v, noise = field_and_noise
+    prefix, weights = np.ones((5, A)), prefix_weights(H, 3, 5)
+    guided = rtc_guided_sample(v, noise, prefix, weights, steps=7)
+    target = np.pad(prefix, ((0, H - 5), (0, 0)))
+    same = flow_matching.euler_integrate(guided_velocity(v, target, weights, 1.0), noise, 7)
+    np.testing.assert_allclose(guided, same, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize('prefix, weights, g', [

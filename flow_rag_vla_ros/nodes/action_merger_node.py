@@ -35,6 +35,7 @@ class ActionMergerNode(StackNode):
         self.e2e = LatencyStats()
         self.frame_ids: dict[int, str] = {}
         self.last_state = 'ok'
+        self.deadline_timer = None
         self.command_pub = self.create_publisher(JointState, topics.command_topic, qos.RELIABLE)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.diagnostics_topic, qos.RELIABLE)
         self.create_subscription(JointTrajectory, topics.chunk_topic, self.on_chunk, qos.RELIABLE)
@@ -74,6 +75,26 @@ class ActionMergerNode(StackNode):
         if command is not None:
             self._publish(command, received, 'chunk')
             self.e2e.add('e2e', (now_ns() - stamp) / 1e6)
+        else:
+            self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        """Sequential pipeline: release a held-back chunk exactly at its deadline, not at the next tick."""
+        deadline = self.merger.pending_deadline_ns()
+        if deadline is None:
+            return
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.destroy_timer(self.deadline_timer)
+        delay = max(0.0, (deadline - now_ns()) / 1e9)
+        self.deadline_timer = self.create_timer(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self.deadline_timer.cancel()
+        t = now_ns()
+        command = self.merger.tick(t)
+        if command is not None:
+            self._publish(command, t, 'deadline')
 
     def on_correction(self, msg: DiagnosticArray) -> None:
         received = now_ns()

@@ -51,7 +51,10 @@ class RunSpec:
             if self.backend:
                 o.setdefault(node, {})['backend'] = self.backend
         o.setdefault('rag_monitor', {})['mode'] = 'sequential' if self.pipeline == 'sequential' else 'parallel'
-        o.setdefault('action_merger', {})['wait_for_correction'] = self.pipeline == 'sequential'
+        merger = o.setdefault('action_merger', {})
+        merger['wait_for_correction'] = self.pipeline == 'sequential'
+        # lockstep: each frame is one control step, so which action runs never depends on inference time
+        merger.setdefault('clock', 'frames' if self.clock_mode == 'lockstep' else 'time')
         return o
 
     def stack_nodes(self) -> list[str]:
@@ -97,10 +100,9 @@ def _make_collector(context):
                 if stage == 'command':
                     path = kv.get('path', '')
                     self.command_paths[path] = self.command_paths.get(path, 0) + 1
-                    if stamp not in self.e2e and path in ('chunk', 'correction', 'tick') and \
-                            float(kv['e2e_ms']) < 1000.0:
-                        if path != 'tick' or kv.get('state') == 'ok':
-                            self.e2e[stamp] = float(kv['e2e_ms'])
+                    # the first good command for a frame closes its camera -> command latency
+                    if stamp not in self.e2e and kv.get('state') == 'ok':
+                        self.e2e[stamp] = float(kv['e2e_ms'])
                     if kv.get('used_correction') == 'True':
                         self.corrections_used += 1
                 else:

@@ -41,6 +41,9 @@ class ActionMergerNode(StackNode):
         self.create_subscription(JointTrajectory, topics.chunk_topic, self.on_chunk, qos.RELIABLE)
         self.create_subscription(DiagnosticArray, topics.correction_topic, self.on_correction, qos.RELIABLE)
         self.timer = self.create_timer(self.merger_config.control_period_s, self.on_timer)
+        # fires exactly stale_timeout_s after the last chunk (reset by every chunk), so the hold does not
+        # wait for the next control tick
+        self.watchdog = self.create_timer(self.merger_config.stale_timeout_s, self.on_timer)
 
     def _publish(self, command, received_ns: int, path: str) -> None:
         """path: chunk (a fresh chunk's command), correction (sequential wait ended), tick (queue / hold)."""
@@ -68,6 +71,7 @@ class ActionMergerNode(StackNode):
         except ValueError as e:
             self.reject('chunk', e)
             return
+        self.watchdog.reset()
         self.frame_ids[stamp] = msg.header.frame_id
         if len(self.frame_ids) > 64:
             self.frame_ids.pop(next(iter(self.frame_ids)))

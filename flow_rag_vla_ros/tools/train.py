@@ -1,0 +1,362 @@
+"""`flow-rag-vla train --config config/train_reach.yaml [--data DIR] [--out models/NAME] [--resume]`.
+
+Pipeline: read successful episodes of the configured tasks (sim/dataset.py format) -> encode every frame
+once with the frozen vision trunk into `DIR/features_<hash>.safetensors` (hash over the episode files, the
+vision config and the augmentation settings; optional extra copies with random pixel shifts) -> train the
+action expert on cached tokens (AdamW, warmup + cosine LR, grad clip), periodic validation loss on held-out
+episodes -> write the checkpoint (core/checkpoint.py) -> roll the policy out in-process in PandaEnv with
+temporal ensembling and report success rates. A fine-tuned or from-scratch backbone trains on images.
+
+Resuming: `out/training_state.safetensors` holds the full model state, the AdamW moment tensors and the
+torch RNG state, `out/training_state.json` the step and optimizer hyper-parameters (no pickle).
+Seeded: the same config and data give the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from flow_rag_vla_ros.core.config import from_dict, param, require
+from flow_rag_vla_ros.core.configuration_flow_policy import FlowPolicyConfig
+from flow_rag_vla_ros.core.spec import INSTRUCTIONS, TASKS
+
+STATE_FILE, STATE_JSON = 'training_state.safetensors', 'training_state.json'
+
+
+@dataclass
+class TrainConfig:
+    data: str = param('data/demos', 'dataset directory')
+    out: str = param('models/reach_v1', 'checkpoint directory')
+    tasks: list[str] = param(['reach'], 'tasks to train on')
+    seed: int = param(0, 'seed for init, batches, noise')
+    steps: int = param(3000, 'optimizer steps')
+    batch_size: int = param(128, 'batch size')
+    lr: float = param(3e-4, 'peak learning rate')
+    weight_decay: float = param(1e-4, 'AdamW weight decay')
+    warmup: int = param(200, 'linear warmup steps')
+    grad_clip: float = param(1.0, 'gradient norm clip')
+    val_fraction: float = param(0.1, 'fraction of episodes held out for validation loss')
+    val_every: int = param(500, 'validation period (steps)')
+    save_every: int = param(1000, 'training-state save period (steps)')
+    augment_copies: int = param(0, 'extra cached copies of every frame with a random pixel shift')
+    augment_shift: int = param(4, 'max shift (px) of the augmented copies')
+    max_episodes: int = param(0, 'episodes per task (0 = all)')
+    eval_episodes: int = param(20, 'in-process rollouts per task after training (0 = skip)')
+    eval_seed: int = param(100000, 'seed of the first evaluation episode (episode i: seed + i)')
+    ensemble_decay: float = param(0.5, 'temporal ensembling: weight exp(-decay * age) per overlapping chunk')
+    device: str = param('auto', 'auto (cuda if available) | cpu | cuda')
+
+    def __post_init__(self):
+        require(all(t in TASKS for t in self.tasks) and self.tasks, f'tasks must be a non-empty subset of {TASKS}')
+        require(self.steps >= 1 and self.batch_size >= 1, 'steps and batch_size must be >= 1')
+        require(0.0 <= self.val_fraction < 1.0, 'val_fraction in [0, 1)')
+        require(self.augment_copies >= 0 and self.augment_shift >= 0, 'augmentation settings must be >= 0')
+
+
+def load_yaml(path: str | os.PathLike) -> tuple[FlowPolicyConfig, TrainConfig]:
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    return from_dict(FlowPolicyConfig, doc.get('policy')), from_dict(TrainConfig, doc.get('train'))
+
+
+# -- data -----------------------------------------------------------------------------------------
+def episode_files(data: Path, tasks, max_episodes: int = 0) -> list[Path]:
+    files = []
+    for task in tasks:
+        found = sorted((data / task).glob('episode_*.npz'))
+        if not found:
+            raise FileNotFoundError(f'no episodes for task {task!r} under {data}')
+        files += found[:max_episodes] if max_episodes else found
+    return files
+
+
+def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
+    """(T, A) -> (T, H, A): chunk i = actions[i:i+H]; past the end xyz = 0 (hold), gripper = last value."""
+    t, a = actions.shape
+    pad = np.zeros((horizon - 1, a), np.float32)
+    pad[:, 3:] = actions[-1, 3:]
+    padded = np.concatenate([actions, pad], axis=0)  # (T+H-1, A)
+    idx = np.arange(t)[:, None] + np.arange(horizon)[None]  # (T, H)
+    return padded[idx]
+
+
+def shift_image(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
+    """Random translation by up to max_shift px (edge-replicated), per camera view of width H."""
+    h = image.shape[0]
+    views = []
+    for i in range(image.shape[1] // h):
+        v = image[:, i * h:(i + 1) * h]
+        dy, dx = rng.integers(-max_shift, max_shift + 1, size=2)
+        p = np.pad(v, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode='edge')
+        views.append(p[max_shift + dy:max_shift + dy + h, max_shift + dx:max_shift + dx + h])
+    return np.concatenate(views, axis=1)
+
+
+def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f'{f.parent.name}/{f.name}:{st.st_size}:{int(st.st_mtime)}'.encode())
+    vision = {k: getattr(pc, k) for k in ('image_size', 'n_cameras', 'backbone', 'trunk_blocks', 'image_mean', 'image_std')}
+    h.update(json.dumps([vision, tc.augment_copies, tc.augment_shift, tc.seed]).encode())
+    return h.hexdigest()[:16]
+
+
+def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig, data: Path, device: str,
+                  progress: bool = True) -> dict[str, torch.Tensor]:
+    """Cached (frozen vision) or raw-image training arrays for every frame of every episode.
+
+    Returns tokens (M*(1+copies), N, C) fp16 or images (M, 3, S, S*n) fp32, proprio (M, 7), chunks (M, H, 4),
+    task (M,), episode (M,), copy (M*(1+copies),) where row r of tokens belongs to frame r % M."""
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    from flow_rag_vla_ros.core.vision import preprocess
+    cached = policy.vision.frozen
+    path = data / f'features_{features_hash(files, pc, tc)}.safetensors'
+    if cached and path.exists():
+        return load_file(str(path))
+    rng = np.random.default_rng(tc.seed)
+    proprio, chunks, task_ids, ep_ids, tokens, images = [], [], [], [], [[] for _ in range(1 + tc.augment_copies)], []
+    for e, f in enumerate(tqdm(files, desc='encode' if cached else 'load', disable=not progress)):
+        with np.load(f, allow_pickle=False) as z:
+            if not bool(z['success']):
+                continue
+            imgs, task = z['images'], str(z['task'])
+            proprio.append(z['proprio'].astype(np.float32))
+            chunks.append(action_chunks(z['actions'].astype(np.float32), pc.horizon))
+        task_ids.append(np.full(len(imgs), TASKS.index(task)))
+        ep_ids.append(np.full(len(imgs), e))
+        for k in range(1 + tc.augment_copies if cached else 1):
+            views = imgs if k == 0 else np.stack([shift_image(im, rng, tc.augment_shift) for im in imgs])
+            x = torch.from_numpy(np.stack([preprocess(im, pc) for im in views]))  # (T, 3, S, S*n)
+            if cached:
+                with torch.inference_mode():
+                    tokens[k].append(policy.vision(x.to(device)).half().cpu())  # (T, N, C)
+            else:
+                images.append(x)
+    out = {'proprio': torch.from_numpy(np.concatenate(proprio)), 'chunks': torch.from_numpy(np.concatenate(chunks)),
+           'task': torch.from_numpy(np.concatenate(task_ids)), 'episode': torch.from_numpy(np.concatenate(ep_ids))}
+    if cached:
+        out['tokens'] = torch.cat([torch.cat(t) for t in tokens])
+        save_file(out, str(path))
+    else:
+        out['images'] = torch.cat(images)
+    return out
+
+
+# -- training state (no pickle) --------------------------------------------------------------------
+def save_training_state(out: Path, policy, optimizer, step: int) -> None:
+    from safetensors.torch import save_file
+    osd = optimizer.state_dict()
+    tensors = {f'model.{k}': v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    for idx, st in osd['state'].items():
+        for name, v in st.items():
+            tensors[f'optim.{idx}.{name}'] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors['rng.torch'] = torch.get_rng_state()
+    save_file(tensors, str(out / STATE_FILE))
+    (out / STATE_JSON).write_text(json.dumps({'step': step, 'param_groups': osd['param_groups']}, indent=2))
+
+
+def load_training_state(out: Path, policy, optimizer) -> int:
+    from safetensors.torch import load_file
+    tensors = load_file(str(out / STATE_FILE))
+    meta = json.loads((out / STATE_JSON).read_text())
+    policy.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith('model.')})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith('optim.'):
+            _, idx, name = k.split('.', 2)
+            state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({'state': state, 'param_groups': meta['param_groups']})
+    torch.set_rng_state(tensors['rng.torch'])
+    return int(meta['step'])
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+    return tc.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+# -- in-process evaluation with temporal ensembling ------------------------------------------------
+class TemporalEnsembler:
+    """Re-plan every step; the command for step k averages every stored chunk's prediction for k with
+    weights exp(-decay * age) (age 0 = the newest chunk)."""
+
+    def __init__(self, horizon: int, decay: float):
+        self.horizon, self.decay = horizon, decay
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (start step, (H, A))
+
+    def reset(self) -> None:
+        self.chunks = []
+
+    def add(self, step: int, chunk: np.ndarray) -> np.ndarray:
+        self.chunks = [(s, c) for s, c in self.chunks if step - s < self.horizon] + [(step, np.asarray(chunk))]
+        preds = np.stack([c[step - s] for s, c in self.chunks])  # (K, A) oldest first
+        ages = np.array([step - s for s, _ in self.chunks], dtype=np.float64)
+        w = np.exp(-self.decay * ages)
+        return (w[:, None] * preds).sum(0) / w.sum()
+
+
+def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: np.ndarray, cameras=('scene',),
+                        decay: float = 0.5, device: str = 'cpu', progress: bool = False) -> dict:
+    """Success rate of the policy over `episodes` PandaEnv episodes (episode i: seed + i)."""
+    from tqdm import tqdm
+
+    from flow_rag_vla_ros.core.vision import preprocess
+    from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
+    c = policy.config
+    env = PandaEnv(SimConfig(task=task, image_size=c.image_size, cameras=list(cameras)))
+    ens = TemporalEnsembler(c.horizon, decay)
+    lang = torch.from_numpy(np.asarray(language, np.float32)[None]).to(device)  # (1, 384)
+    outcomes = []
+    policy.eval()
+    try:
+        for i in tqdm(range(episodes), desc=f'eval {task}', disable=not progress):
+            obs, ens_rng = env.reset(seed=seed + i), np.random.default_rng(seed + i)
+            ens.reset()
+            while True:
+                with torch.inference_mode():
+                    img = torch.from_numpy(preprocess(obs.image, c)[None]).to(device)
+                    tok = policy.vision(img)
+                    noise = torch.from_numpy(ens_rng.standard_normal((1, c.horizon, c.action_dim)).astype(np.float32))
+                    chunk = policy.sample_actions(tok, torch.from_numpy(obs.proprio[None]).to(device), lang,
+                                                  noise.to(device))[0].cpu().numpy()
+                obs, info = env.step(np.clip(ens.add(obs.step, chunk), -1.0, 1.0))
+                if info.done:
+                    outcomes.append({'seed': seed + i, 'success': info.success, 'steps': obs.step,
+                                     'failure_type': info.failure_type})
+                    break
+    finally:
+        env.close()
+    succ = [o for o in outcomes if o['success']]
+    return {'task': task, 'episodes': episodes, 'seed': seed, 'success_rate': len(succ) / max(1, episodes),
+            'mean_steps_to_success': float(np.mean([o['steps'] for o in succ])) if succ else None,
+            'outcomes': outcomes}
+
+
+# -- main -----------------------------------------------------------------------------------------
+def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from flow_rag_vla_ros.core.checkpoint import save_checkpoint
+    from flow_rag_vla_ros.core.language import InstructionEmbedder
+    from flow_rag_vla_ros.core.modeling_flow_policy import FlowPolicy
+    from flow_rag_vla_ros.core.normalizer import NormalizerStats
+    from flow_rag_vla_ros.sim.dataset import load_meta
+    device = ('cuda' if torch.cuda.is_available() else 'cpu') if tc.device == 'auto' else tc.device
+    torch.manual_seed(tc.seed)
+    data, out = Path(tc.data), Path(tc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = FlowPolicy(pc).to(device)
+    files = episode_files(data, tc.tasks, tc.max_episodes)
+    ds = build_dataset(policy, files, pc, tc, data, device, progress)
+    m = len(ds['proprio'])
+    embedder = InstructionEmbedder()
+    lang_table = torch.from_numpy(embedder.embed_many([INSTRUCTIONS[t] for t in TASKS]))  # (n_tasks, 384)
+    policy.set_normalizer(NormalizerStats.from_data(ds['proprio'].numpy()),
+                          NormalizerStats.from_data(ds['chunks'].numpy()))
+    # episode-level split
+    episodes = ds['episode'].unique().numpy()
+    rng = np.random.default_rng(tc.seed)
+    val_eps = set(rng.choice(episodes, size=int(round(tc.val_fraction * len(episodes))), replace=False).tolist())
+    is_val = torch.tensor([int(e) in val_eps for e in ds['episode']])
+    train_idx, val_idx = torch.nonzero(~is_val)[:, 0], torch.nonzero(is_val)[:, 0]
+    copies = len(ds['tokens']) // m if 'tokens' in ds else 1
+
+    def batch_of(idx: torch.Tensor, copy: torch.Tensor | None = None) -> dict:
+        b = {'proprio': ds['proprio'][idx], 'actions': ds['chunks'][idx], 'language': lang_table[ds['task'][idx]]}
+        if 'tokens' in ds:
+            row = idx if copy is None else idx + copy * m
+            b['visual_tokens'] = ds['tokens'][row].float()
+        else:
+            b['images'] = ds['images'][idx]
+        return {k: v.to(device) for k, v in b.items()}
+
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step = load_training_state(out, policy, optimizer) if resume and (out / STATE_FILE).exists() else 0
+    gen = torch.Generator().manual_seed(tc.seed + step)
+    history = []
+
+    def validate() -> float:
+        if len(val_idx) == 0:
+            return float('nan')
+        policy.eval()
+        vg, total, n = torch.Generator(device=device).manual_seed(1234), 0.0, 0
+        with torch.no_grad():
+            for s in range(0, len(val_idx), 512):
+                idx = val_idx[s:s + 512]
+                total += float(policy.compute_loss(batch_of(idx), generator=vg).loss) * len(idx)
+                n += len(idx)
+        policy.train()
+        return total / n
+
+    policy.train()
+    bar = tqdm(range(step, tc.steps), desc='train', disable=not progress, initial=step, total=tc.steps)
+    t0, loss_ema = time.time(), None
+    for step in bar:
+        for g in optimizer.param_groups:
+            g['lr'] = lr_at(step, tc)
+        pick = torch.randint(len(train_idx), (tc.batch_size,), generator=gen)
+        copy = torch.randint(copies, (tc.batch_size,), generator=gen)
+        loss = policy.compute_loss(batch_of(train_idx[pick], copy)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), tc.grad_clip)
+        optimizer.step()
+        loss_ema = float(loss) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(loss)
+        bar.set_postfix(loss=f'{loss_ema:.4f}')
+        if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
+            history.append({'step': step + 1, 'train_loss': loss_ema, 'val_loss': validate()})
+            bar.write(json.dumps(history[-1]))
+        if (step + 1) % tc.save_every == 0:
+            save_training_state(out, policy, optimizer, step + 1)
+    save_training_state(out, policy, optimizer, tc.steps)
+    meta = load_meta(data)
+    cameras = meta.get('cameras', ['scene'])
+    instructions = {INSTRUCTIONS[t]: embedder.embed(INSTRUCTIONS[t]) for t in TASKS}
+    extra = {'train': asdict(tc), 'history': history, 'frames': m, 'episodes': len(episodes),
+             'cameras': cameras, 'train_seconds': round(time.time() - t0, 1), 'device': device}
+    save_checkpoint(policy, out, extra, instructions)
+    results = {}
+    for task in tc.tasks if tc.eval_episodes else []:
+        r = evaluate_in_process(policy, task, tc.eval_episodes, tc.eval_seed, instructions[INSTRUCTIONS[task]],
+                                cameras, tc.ensemble_decay, device, progress)
+        results[task] = {k: v for k, v in r.items() if k != 'outcomes'}
+    if results:
+        extra['eval_in_process'] = results
+        save_checkpoint(policy, out, extra, instructions)
+    return {'out': str(out), 'history': history, 'eval': results}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser('train', help='train the flow policy')
+    p.add_argument('--config', required=True, help='YAML with `policy:` (FlowPolicyConfig) and `train:` sections')
+    p.add_argument('--data', help='dataset directory (overrides train.data)')
+    p.add_argument('--out', help='checkpoint directory (overrides train.out)')
+    p.add_argument('--steps', type=int, help='override train.steps')
+    p.add_argument('--eval-episodes', type=int, help='override train.eval_episodes')
+    p.add_argument('--resume', action='store_true', help='continue from out/training_state.*')
+    p.add_argument('--no-progress', action='store_true')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    pc, tc = load_yaml(args.config)
+    overrides = {'data': args.data, 'out': args.out, 'steps': args.steps, 'eval_episodes': args.eval_episodes}
+    tc = from_dict(TrainConfig, {**asdict(tc), **{k: v for k, v in overrides.items() if v is not None}})
+    result = train(pc, tc, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({'out': result['out'], 'final': result['history'][-1] if result['history'] else None,
+                      'eval': result['eval']}, indent=2))
+    return 0

@@ -94,10 +94,18 @@ def spawn_node(name: str, params_file: Path, log_dir: str | None = None) -> subp
 
 
 def start_processes(nodes, params: Path | str | None = None, overrides: dict | None = None,
-                    log_dir: str | None = None) -> Stack:
+                    log_dir: str | None = None, composed: bool = False) -> Stack:
+    """One process per node, or (composed=True) all `nodes` in one child process named 'composed'."""
     tmp = tempfile.TemporaryDirectory(prefix='flow_rag_vla_')
     params_file = merged_params_file(Path(params or config_path()), overrides or {}, tmp.name)
     stack = Stack(tmpdir=tmp, params_file=params_file)
+    if composed:
+        out = open(Path(log_dir) / 'composed.log', 'ab') if log_dir else None
+        stack.processes['composed'] = subprocess.Popen(
+            [sys.executable, '-m', 'flow_rag_vla_ros.cli', 'launch', '--layout', 'composed',
+             '--params', str(params_file), '--nodes', *nodes],
+            stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent)
+        return stack
     for name in nodes:
         stack.processes[name] = spawn_node(name, params_file, log_dir)
     return stack

@@ -76,6 +76,7 @@ class SimNode(StackNode):
 
         self.results: list[EpisodeResult] = []
         self.frames_published = 0
+        self.first_episode_stamp_ns = 0
         self.finished = False
         self.episode = -1  # -1 = warm-up: the stack has not answered a frame yet
         self.frame_stamp_ns = 0
@@ -102,7 +103,10 @@ class SimNode(StackNode):
         image = self.obs.image
         stamp = now_ns()
         self.frame_stamp_ns, self.frame_sent_ns, self.resends = stamp, stamp, 0
-        self.frames_published += 1
+        if self.episode >= 0:
+            self.frames_published += 1
+        if self.episode >= 0 and not self.first_episode_stamp_ns:
+            self.first_episode_stamp_ns = stamp  # frames before this were warm-up (models loading)
         self._send(image, stamp)
 
     def _send(self, image: np.ndarray, stamp: int) -> None:

@@ -1,20 +1,19 @@
 """Run the real node graph against the sim and collect results: shared by `sim`, `eval` and `bench`.
 
-The stack nodes run as separate processes (or composed in this process); the sim node and a collector
+The stack nodes run in their own processes (one per node, or all composed in one); the sim node and a collector
 node run in this process so results come back without files. Latency is read from `/vla/latency`, which
 every stack node publishes per frame (stamped with the camera frame): end-to-end is the first command
 published for a frame stamp, minus that stamp.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from flow_rag_vla_ros.launcher import STACK_NODES, compose_args, create_composed, start_processes
+from flow_rag_vla_ros.launcher import STACK_NODES, compose_args, start_processes
 
 PIPELINES = ('flow_only', 'sequential', 'parallel')
 
@@ -108,6 +107,9 @@ def _make_collector(context):
                 else:
                     self.since_frame_ms.setdefault(stage, []).append(float(kv['since_frame_ms']))
 
+        def drop_before(self, stamp_ns: int) -> None:
+            self.e2e = {s: v for s, v in self.e2e.items() if s >= stamp_ns}
+
         def on_graph(self):
             self.nodes_seen.update(self.get_node_names())
 
@@ -139,9 +141,10 @@ def run_stack(spec: RunSpec) -> dict:
     nodes = spec.stack_nodes()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix='flow_rag_vla_run_') as tmp:
-        stack = None
-        if spec.layout == 'processes':
-            stack = start_processes(nodes, spec.params, overrides, log_dir=spec.log_dir)
+        # the sim and the collector run here; the stack runs in its own process(es) in both layouts,
+        # so the sim's rendering never competes with the stack for this process's GIL
+        stack = start_processes(nodes, spec.params, overrides, log_dir=spec.log_dir,
+                                composed=spec.layout == 'composed')
         context = rclpy.Context()
         rclpy.init(args=compose_args(spec.params, overrides, tmp), context=context)
         created = []
@@ -150,8 +153,6 @@ def run_stack(spec: RunSpec) -> dict:
             sim = SimNode(context=context)
             collector = _make_collector(context)
             created = [sim, collector]
-            if spec.layout == 'composed':
-                created += create_composed(nodes, context=context)
             for n in created:
                 executor.add_node(n)
             frames_done = lambda: spec.max_frames and len(collector.e2e) >= spec.max_frames  # noqa: E731
@@ -159,14 +160,14 @@ def run_stack(spec: RunSpec) -> dict:
                 executor.spin_once(timeout_sec=0.1)
                 if time.monotonic() - started > spec.timeout_s:
                     raise TimeoutError(f'run did not finish within {spec.timeout_s} s')
-                if stack is not None:
-                    dead = [n for n, ok in stack.alive().items() if not ok]
-                    if dead:
-                        raise RuntimeError(f'stack node(s) {dead} exited; see logs in {spec.log_dir}')
+                dead = [n for n, ok in stack.alive().items() if not ok]
+                if dead:
+                    raise RuntimeError(f'stack process(es) {dead} exited; see logs in {spec.log_dir}')
             collector.on_graph()
-            rss = _peak_rss_mb({n: p.pid for n, p in stack.processes.items()}) if stack else \
-                {'composed': _peak_rss_mb({'self': os.getpid()}).get('self', 0.0)}
+            rss = _peak_rss_mb({n: p.pid for n, p in stack.processes.items()})
             results = [asdict(r) for r in sim.results]
+            # warm-up frames (answered while models were still loading) are not part of the run
+            collector.drop_before(sim.first_episode_stamp_ns)
             collector.frames_published = sim.frames_published
             collected = (collector, rss, results)
         finally:
@@ -175,8 +176,7 @@ def run_stack(spec: RunSpec) -> dict:
                     n.close()
                 n.destroy_node()
             rclpy.try_shutdown(context=context)
-            if stack is not None:
-                stack.stop()
+            stack.stop()
     collector, rss, results = collected
     return summarize(spec, results, collector, rss, time.monotonic() - started)
 

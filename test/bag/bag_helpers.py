@@ -38,7 +38,7 @@ def proprio(i: int) -> np.ndarray:
 
 def policy(image: np.ndarray, p: np.ndarray) -> np.ndarray:
     """The fake stack's command: a pure function of the inputs (like the seeded flow policy)."""
-    return np.array([image.mean() / 255.0, p[0], p[1], -image[1, 1, 0] / 255.0], np.float32)
+    return np.array([image.mean() / 255.0, p[0], p[1], -float(image[1, 1, 0]) / 255.0], np.float32)
 
 
 def chunk_for(action: np.ndarray) -> np.ndarray:
@@ -83,40 +83,40 @@ def sim_like_run(frames_per_episode=(6, 5), perturb_episode: int = 1, recorded_a
     """A recorded lockstep sim run: instruction, a warm-up frame (sent twice), episodes delimited by start
     events, episode 0 ending in a failure and the last in a success. Recorded commands equal the fake
     policy except +0.1 on dim 2 in `perturb_episode`. Frame indices count from the warm-up frame (0).
-    Returns (items, frame stamps, expected per-episode frame counts)."""
+    Returns (items in log-time order, frame stamps)."""
     items, stamps = [], []
-    log = T0 - 10_000_000
-    items.append(('/task/instruction', log, String(data=INSTRUCTION)))
-    index = 0
+    log = [T0 - 10_000_000]
+
+    def add(topic, msg, gap_ns=1_000_000):
+        log[0] += gap_ns
+        items.append((topic, log[0], msg))
 
     def add_frame(episode: int, resend: bool = False):
-        nonlocal index, log
+        index = len(stamps)
         stamp = T0 + index * DT
         image = frame_image(index, alarm=index in replay_alarm_frames)
         p = proprio(index)
         for _ in range(2 if resend else 1):
-            log += 1_000_000
-            items.append(('/robot/ee_state', log, proprio_to_msg(p, stamp)))
-            items.append(('/camera/camera_info', log + 1, camera_info(stamp)))
-            items.append((image_topic, log + 2, array_to_image(image, stamp, 'scene_camera')))
+            add('/robot/ee_state', proprio_to_msg(p, stamp))
+            add('/camera/camera_info', camera_info(stamp))
+            add(image_topic, array_to_image(image, stamp, 'scene_camera'))
         action = policy(image, p) + (np.array([0, 0, 0.1, 0], np.float32) if episode == perturb_episode else 0)
-        log += 5_000_000
-        items.append(('/vla/action_chunk', log, chunk_to_msg(chunk_for(policy(image, p)), stamp, 'scene_camera')))
+        add('/vla/action_chunk', chunk_to_msg(chunk_for(policy(image, p)), stamp, 'scene_camera'), 5_000_000)
         if index in recorded_alarm_frames:
-            items.append(('/vla/correction', log + 1, correction(stamp)))
-        items.append(('/robot/command', log + 2, command_to_msg(action, stamp, 'scene_camera')))
+            add('/vla/correction', correction(stamp))
+        add('/robot/command', command_to_msg(action, stamp, 'scene_camera'))
+        log[0] += DT - 10_000_000  # the next frame comes one control period later
         stamps.append(stamp)
-        index += 1
-        log += DT - 6_000_000
 
+    add('/task/instruction', String(data=INSTRUCTION))
     add_frame(-1, resend=True)  # warm-up
     for ep, n in enumerate(frames_per_episode):
-        items.append(('/task/events', log, event(stamps[-1], 'start', ep, seed=ep, step=0)))
+        add('/task/events', event(stamps[-1], 'start', ep, seed=ep, step=0))
         for _ in range(n):
             add_frame(ep)
-        outcome = 'failure' if ep == 0 else 'success'
-        items.append(('/task/events', log + 3, event(stamps[-1], outcome, ep, failure_type='misalignment' if
-                                                       outcome == 'failure' else '', step=n)))
+        failed = ep == 0
+        add('/task/events', event(stamps[-1], 'failure' if failed else 'success', ep,
+                                  failure_type='misalignment' if failed else '', step=n))
     return items, stamps
 
 

@@ -1,0 +1,115 @@
+"""Replay evaluation against a fake stack: stamp matching, action MSE, alarm precision/recall, timing modes."""
+import json
+
+import numpy as np
+import pytest
+from bag_helpers import FakeStack, sim_like_run, write_bag
+
+from flow_rag_vla_ros.bag.compare import Event, Frame, alarm_scores, load_recording, parse_remaps
+from flow_rag_vla_ros.bag.reader import BagError
+from flow_rag_vla_ros.tools.replay import ReplayConfig, print_results, replay_bag
+
+pytestmark = pytest.mark.ros
+
+# frame 0 = warm-up, episode 0 = frames 1..6 (fails on frame 6), episode 1 = frames 7..11
+RECORDED_ALARMS = (1,)  # outside the window of the failure: a false alarm
+REPLAY_ALARMS = (5, 9)  # 5: within 3 frames of the failure (true positive); 9: episode 1 (false alarm)
+PERTURBED = 0.1  # recorded commands of episode 1 differ from the policy by this on dim 2
+
+
+def fake_stack_factory(stacks):
+    def start(config):
+        stacks.append(FakeStack())
+        return stacks[-1]
+    return start
+
+
+def expected_mse_per_dim(n_frames, n_perturbed):
+    per_dim = np.zeros(4)
+    per_dim[2] = PERTURBED ** 2 * n_perturbed / n_frames
+    return per_dim
+
+
+def test_alarm_scores_window_and_episodes():
+    frames = [Frame(100 + i, 0, None, episode=0 if i < 5 else 1) for i in range(10)]
+    events = [Event(104, 0, 'failure', {}, None), Event(109, 0, 'timeout', {}, None)]
+    # window 2 covers frames 3, 4 of the failure; frame 5 is the next episode; 9 is a timeout (not counted)
+    s = alarm_scores(frames, {103, 105, 109}, events, window_frames=2)
+    assert (s['alarms'], s['failures'], s['true_positive_alarms'], s['detected_failures']) == (3, 1, 1, 1)
+    assert s['precision'] == pytest.approx(1 / 3) and s['recall'] == 1.0
+    s = alarm_scores(frames, {103, 105, 109}, events, window_frames=2, failure_events=('failure', 'timeout'))
+    assert (s['true_positive_alarms'], s['detected_failures'], s['recall']) == (2, 2, 1.0)
+    s = alarm_scores(frames, set(), events, window_frames=1)
+    assert s['precision'] is None and s['recall'] == 0.0
+    with pytest.raises(ValueError, match='window_frames'):
+        alarm_scores(frames, set(), events, window_frames=0)
+
+
+def test_load_recording_dedupes_resends_and_assigns_episodes(tmp_path):
+    items, stamps = sim_like_run(recorded_alarm_frames=RECORDED_ALARMS)
+    write_bag(tmp_path / 'bag', items)
+    rec = load_recording(tmp_path / 'bag')
+    assert [f.stamp_ns for f in rec.frames] == stamps  # the warm-up frame was sent twice, kept once
+    assert [f.episode for f in rec.frames] == [-1] + [0] * 6 + [1] * 5
+    assert all(f.state is not None and f.info is not None for f in rec.frames)
+    assert [e.kind for e in rec.events] == ['start', 'failure', 'start', 'success']
+    assert rec.alarms == {stamps[1]} and set(rec.commands) == set(stamps) == set(rec.chunks)
+    assert [k for k, _, _ in rec.timeline][:3] == ['instruction', 'frame', 'event']
+
+
+def test_lockstep_replay_matches_stamps_and_scores(tmp_path, capsys):
+    items, stamps = sim_like_run(recorded_alarm_frames=RECORDED_ALARMS, replay_alarm_frames=REPLAY_ALARMS)
+    write_bag(tmp_path / 'bag', items)
+    stacks = []
+    config = ReplayConfig(rate=0.0, window_frames=3, command_timeout_s=0.3, startup_timeout_s=20.0, drain_s=0.3)
+    result = replay_bag(tmp_path / 'bag', config, start_stack=fake_stack_factory(stacks))
+    assert stacks[0].events == ['start', 'failure', 'start', 'success']
+    assert result['frames'] == {'recorded': 12, 'replayed': 12, 'commanded': 12, 'unanswered': 0,
+                                'recorded_commands': 12}
+    a = result['actions']
+    assert a['n'] == 12
+    np.testing.assert_allclose(a['mse_per_dim'], expected_mse_per_dim(12, 5), atol=1e-9)
+    assert a['mse'] == pytest.approx(np.mean(expected_mse_per_dim(12, 5)), abs=1e-9)
+    assert a['max_abs_error'] == pytest.approx(PERTURBED, abs=1e-6)
+    episodes = {e['episode']: e for e in result['per_episode']}
+    assert sorted(episodes) == [-1, 0, 1] and episodes[0]['frames'] == 6 and episodes[1]['frames'] == 5
+    assert episodes[0]['actions']['mse'] == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(episodes[1]['actions']['mse_per_dim'], [0, 0, PERTURBED ** 2, 0], atol=1e-9)
+    assert result['chunks']['n'] == 12 and result['chunks']['mse'] == pytest.approx(0.0, abs=1e-12)
+    replayed, recorded = result['alarms']['replayed'], result['alarms']['recorded']
+    assert (replayed['alarms'], replayed['true_positive_alarms'], replayed['failures']) == (2, 1, 1)
+    assert replayed['precision'] == 0.5 and replayed['recall'] == 1.0
+    assert recorded['alarms'] == 1 and recorded['precision'] == 0.0 and recorded['recall'] == 0.0
+    assert result['latency_ms']['n'] == 12 and 0 < result['latency_ms']['p50'] < 1000
+    assert result['recorded_latency_ms']['n'] == 12
+    json.dumps(result)  # JSON-able as it is
+    print_results(result)
+    assert 'warm-up' in capsys.readouterr().out
+
+
+def test_timed_replay_with_remap_and_original_stamps(tmp_path):
+    items, stamps = sim_like_run(image_topic='/robot_cam/rgb')
+    write_bag(tmp_path / 'bag', items, types={'/robot_cam/rgb': 'sensor_msgs/msg/Image'})
+    with pytest.raises(BagError, match='--remap /camera/image_raw:='):
+        load_recording(tmp_path / 'bag')
+    stacks = []
+    config = ReplayConfig(rate=2.0, stamps='original', remap=['/camera/image_raw:=/robot_cam/rgb'],
+                          window_frames=3, startup_timeout_s=20.0, drain_s=0.5)
+    result = replay_bag(tmp_path / 'bag', config, start_stack=fake_stack_factory(stacks))
+    assert set(stacks[0].states) <= set(stamps)  # the recorded stamps went out unchanged
+    episodes = {e['episode']: e['actions'] for e in result['per_episode']}
+    assert result['actions']['n'] >= 10  # best-effort timed replay may lose a frame, not the run
+    assert episodes[0]['mse'] == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(episodes[1]['mse_per_dim'], [0, 0, PERTURBED ** 2, 0], atol=1e-9)
+    assert result['alarms']['replayed']['alarms'] == 0 and result['alarms']['replayed']['recall'] == 0.0
+
+
+def test_bad_replay_configuration_is_explained():
+    with pytest.raises(ValueError, match='STACK_TOPIC:=BAG_TOPIC'):
+        parse_remaps(['/camera/image_raw=/cam'])
+    with pytest.raises(ValueError, match='not a replayed or compared topic'):
+        parse_remaps(['/vla/features:=/x'])
+    with pytest.raises(ValueError, match='rate'):
+        ReplayConfig(rate=-1)
+    with pytest.raises(ValueError, match='stamps'):
+        ReplayConfig(stamps='shifted')

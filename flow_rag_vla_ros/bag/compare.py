@@ -131,6 +131,11 @@ def load_recording(path: str | Path, remaps: dict[str, str] | None = None) -> Re
     # a state with its frame's stamp travels with the frame; others (a robot driver's own rate) stay in the timeline
     rec.timeline = [item for item in rec.timeline
                     if not (item[0] == 'state' and stamp_to_ns(item[2].header.stamp) in frames)]
+    # the instruction is latched state: the first one applies from the start even when the recorder
+    # received it (transient local, after discovery) just after the first frame
+    first = next((i for i, item in enumerate(rec.timeline) if item[0] == 'instruction'), None)
+    if first is not None:
+        rec.timeline.insert(0, rec.timeline.pop(first))
     assign_episodes(rec.frames, rec.events)
     return rec
 

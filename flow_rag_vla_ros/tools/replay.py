@@ -40,6 +40,8 @@ class ReplayConfig:
     rate: float = param(1.0, 'speed relative to the recording (1 = recorded timing); 0 = lockstep')
     remap: list[str] = param([], 'STACK_TOPIC:=BAG_TOPIC: read a stack topic from another topic of the bag')
     stamps: str = param('restamp', 'restamp (stamp frames when published, map results back) | original')
+    stack_clock: str = param('', "the stack's clock: lockstep (merger steps per frame) | realtime (wall time); "
+                                 "'' = lockstep when rate is 0. Use the mode the bag was recorded in")
     pipeline: str = param('parallel', 'flow_only | sequential | parallel')
     checkpoint: str = param('', 'checkpoint dir (default: the params file)')
     backend: str = param('', 'policy backend (default: the params file)')
@@ -56,6 +58,7 @@ class ReplayConfig:
     def __post_init__(self):
         require(self.rate >= 0, f'rate must be >= 0 (0 = lockstep), got {self.rate}')
         require(self.stamps in ('restamp', 'original'), f"stamps must be restamp or original, got {self.stamps!r}")
+        require(self.stack_clock in ('', 'lockstep', 'realtime'), f'stack_clock {self.stack_clock!r} invalid')
         require(self.pipeline in PIPELINES, f'pipeline {self.pipeline!r} not in {PIPELINES}')
         require(self.window_frames >= 1, f'window_frames must be >= 1, got {self.window_frames}')
         require(self.startup_timeout_s > 0 and self.command_timeout_s > 0, 'timeouts must be > 0')
@@ -71,7 +74,8 @@ def start_default_stack(config: ReplayConfig):
     """The real stack nodes, one process each, configured like `flow-rag-vla sim` (returns a launcher Stack)."""
     from flow_rag_vla_ros.launcher import start_processes
     spec = RunSpec(pipeline=config.pipeline, checkpoint=config.checkpoint, backend=config.backend,
-                   params=config.params or None, clock_mode='lockstep' if config.lockstep else 'realtime',
+                   params=config.params or None,
+                   clock_mode=config.stack_clock or ('lockstep' if config.lockstep else 'realtime'),
                    log_dir=config.log_dir or None)
     return start_processes(spec.stack_nodes(), spec.params, spec.node_overrides(), log_dir=spec.log_dir)
 
@@ -339,6 +343,8 @@ def register(subparsers) -> None:
     p.add_argument('--rate', type=float, default=1.0, help='1 = recorded timing; 0 = lockstep (exact replay)')
     p.add_argument('--remap', nargs='+', default=[], metavar='STACK_TOPIC:=BAG_TOPIC')
     p.add_argument('--stamps', choices=('restamp', 'original'), default='restamp')
+    p.add_argument('--stack-clock', choices=('lockstep', 'realtime'), default='',
+                   help='clock mode of the recorded run (default: lockstep when --rate 0, else realtime)')
     p.add_argument('--pipeline', choices=PIPELINES, default='parallel')
     p.add_argument('--checkpoint', default='')
     p.add_argument('--backend', default='')
@@ -351,7 +357,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = ReplayConfig(rate=args.rate, remap=args.remap, stamps=args.stamps, pipeline=args.pipeline,
+        config = ReplayConfig(rate=args.rate, remap=args.remap, stamps=args.stamps, stack_clock=args.stack_clock,
+                              pipeline=args.pipeline,
                               checkpoint=args.checkpoint, backend=args.backend, params=args.params,
                               log_dir=args.log_dir, window_frames=args.window,
                               startup_timeout_s=args.startup_timeout)

@@ -113,3 +113,12 @@ def test_bad_replay_configuration_is_explained():
         ReplayConfig(rate=-1)
     with pytest.raises(ValueError, match='stamps'):
         ReplayConfig(stamps='shifted')
+
+
+def test_instruction_received_after_the_first_frame_is_replayed_first(tmp_path):
+    items, _ = sim_like_run()
+    (topic, _, instruction), rest = items[0], items[1:]
+    first_image_log = next(log for t, log, _ in rest if t == '/camera/image_raw')
+    write_bag(tmp_path / 'bag', sorted(rest + [(topic, first_image_log + 1, instruction)], key=lambda i: i[1]))
+    rec = load_recording(tmp_path / 'bag')
+    assert rec.timeline[0][0] == 'instruction' and rec.timeline[1][0] == 'frame'

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument('--similar-radius', type=float, default=0.1, help='metres; failure states closer are similar')
     p.add_argument('--memory-seed', default=None, help='start each run from a copy of this memory export')
     p.add_argument('--json', default=None)
+    p.add_argument('--in-process', action='store_true',
+                   help='run the same pipeline logic in this process without ROS (tools/inprocess.py; fast)')
     p.add_argument('--report-dir', default=None, help='write report.md + PNG plots here')
     p.set_defaults(func=run)
 
@@ -69,8 +71,14 @@ def evaluate(args) -> dict:
     for task in tasks:
         rows = {}
         for pipeline in args.pipelines:
-            with tempfile.TemporaryDirectory(prefix='flow_rag_vla_memory_') as memory_dir:
-                r = run_stack(pipeline_spec(args, task, pipeline, memory_dir))
+            if getattr(args, 'in_process', False):
+                from flow_rag_vla_ros.tools.inprocess import run_inprocess
+                r = run_inprocess(task, args.episodes, args.seed, pipeline, args.scenario, args.checkpoint,
+                                  args.backend or 'onnxruntime', params=args.params,
+                                  monitor={'memory_import': args.memory_seed} if args.memory_seed else None)
+            else:
+                with tempfile.TemporaryDirectory(prefix='flow_rag_vla_memory_') as memory_dir:
+                    r = run_stack(pipeline_spec(args, task, pipeline, memory_dir))
             reps, running = failure_repetitions(r['per_episode'], args.similar_radius)
             successes = [e for e in r['per_episode'] if e['success']]
             rows[pipeline] = {

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from flow_rag_vla_ros.core.latency import summarize
+
 from flow_rag_vla_ros.launcher import STACK_NODES, compose_args, start_processes
 
 PIPELINES = ('flow_only', 'sequential', 'parallel')
@@ -58,15 +60,6 @@ class RunSpec:
 
     def stack_nodes(self) -> list[str]:
         return [n for n in STACK_NODES if not (n == 'rag_monitor' and self.pipeline == 'flow_only')]
-
-
-def percentiles(samples) -> dict:
-    a = np.asarray(list(samples), dtype=np.float64)
-    if a.size == 0:
-        return {'p50': None, 'p95': None, 'p99': None, 'mean': None, 'max': None, 'n': 0}
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {'p50': float(p50), 'p95': float(p95), 'p99': float(p99), 'mean': float(a.mean()),
-            'max': float(a.max()), 'n': int(a.size)}
 
 
 def _make_collector(context):
@@ -184,17 +177,17 @@ def run_stack(spec: RunSpec) -> dict:
 def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: float) -> dict:
     n = len(results)
     successes = [r for r in results if r['success']]
-    stages = {s: percentiles(v) for s, v in collector.stage_ms.items()}
+    stages = {s: summarize(v) for s, v in collector.stage_ms.items()}
     return {
         'task': spec.task, 'pipeline': spec.pipeline, 'layout': spec.layout, 'clock_mode': spec.clock_mode,
         'scenario': spec.scenario, 'seed': spec.seed,
         'episodes': n,
         'success_rate': (len(successes) / n) if n else 0.0,
         'mean_steps_to_success': float(np.mean([r['steps'] for r in successes])) if successes else None,
-        'e2e_ms': percentiles(collector.e2e.values()),
+        'e2e_ms': summarize(collector.e2e.values()),
         'e2e_samples_ms': [round(v, 4) for v in collector.e2e.values()],
         'stage_ms': stages,
-        'since_frame_ms': {s: percentiles(v) for s, v in collector.since_frame_ms.items()},
+        'since_frame_ms': {s: summarize(v) for s, v in collector.since_frame_ms.items()},
         'frames_published': collector.frames_published,
         'frames_commanded': len(collector.e2e),
         'dropped_frames': max(0, collector.frames_published - len(collector.e2e)),

@@ -32,7 +32,8 @@ from flow_rag_vla_ros.bag.compare import (COMMAND, CHUNK, CORRECTION, EVENTS, IM
 from flow_rag_vla_ros.bag.reader import BagError
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.nodes.base import now_ns
-from flow_rag_vla_ros.tools.runner import PIPELINES, RunSpec, percentiles
+from flow_rag_vla_ros.core.latency import summarize as percentiles
+from flow_rag_vla_ros.tools.runner import PIPELINES, RunSpec
 
 
 @dataclass

@@ -4,11 +4,12 @@ compares: action MSE per dimension / episode / overall, monitor alarms vs record
 rclpy-free apart from message objects read by `BagReader`; the metrics are pure functions of arrays.
 
 Alarm scoring: an alarm is a `/vla/correction` message; it belongs to the frame whose stamp it carries.
-A recorded failure (a `/task/events` status with message in `failure_events`) belongs to the frame whose
-stamp it carries (the sim stamps it with the last frame of the episode). An alarm on frame i is a true
-positive when some failure of the same episode sits on frame f with f - N < i <= f (the N frames ending
-at the failure frame, N = `window_frames`); precision = true-positive alarms / alarms, recall = failures
-with at least one alarm in their window / failures. Several alarms on one frame count once.
+A recorded failure (a `/task/events` status with message in `failure_events`, by default `failure` and
+`timeout`) belongs to the frame whose stamp it carries (the sim stamps it with the last frame of the
+episode). An alarm on frame i is a true positive when some failure of the same episode sits on frame f
+with f - N < i <= f (the N frames ending at the failure frame, N = `window_frames`); precision =
+true-positive alarms / alarms, recall = failures with at least one alarm in their window / failures.
+Several alarms on one frame count once.
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def chunk_errors(produced: dict[int, np.ndarray], recorded: dict[int, np.ndarray
 
 
 def alarm_scores(frames: list[Frame], alarm_stamps: set[int], events: list[Event], window_frames: int,
-                 failure_events=('failure',)) -> dict:
+                 failure_events=('failure', 'timeout')) -> dict:
     """Precision / recall of alarms against recorded failures (see the module docstring)."""
     if window_frames < 1:
         raise ValueError(f'window_frames must be >= 1, got {window_frames}')

@@ -31,8 +31,8 @@ from flow_rag_vla_ros.bag.compare import (COMMAND, CHUNK, CORRECTION, EVENTS, IM
                                           load_recording, parse_remaps)
 from flow_rag_vla_ros.bag.reader import BagError
 from flow_rag_vla_ros.core.config import param, require
+from flow_rag_vla_ros.core.latency import summarize as latency_summary
 from flow_rag_vla_ros.nodes.base import now_ns
-from flow_rag_vla_ros.core.latency import summarize as percentiles
 from flow_rag_vla_ros.tools.runner import PIPELINES, RunSpec
 
 
@@ -49,7 +49,7 @@ class ReplayConfig:
     params: str = param('', 'params YAML (default: config/stack.yaml)')
     log_dir: str = param('', 'write each stack node process log here')
     window_frames: int = param(10, 'an alarm within the N frames ending at a recorded failure is a true positive')
-    failure_events: list[str] = param(['failure'], 'episode event messages that count as failures')
+    failure_events: list[str] = param(['failure', 'timeout'], 'episode event messages that count as failures')
     startup_timeout_s: float = param(120.0, 'wait this long for the stack to answer the first frame')
     command_timeout_s: float = param(1.0, 'lockstep: re-send a frame whose command is this late')
     resend_attempts: int = param(2, 'lockstep: re-sends before the frame is counted as unanswered')
@@ -306,8 +306,8 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
         'chunks': chunk_errors(chunks, rec.chunks, stamps),
         'per_episode': episodes,
         'alarms': {'replayed': score(alarms), 'recorded': score(rec.alarms)},
-        'latency_ms': percentiles(latency),
-        'recorded_latency_ms': percentiles(recorded_latency),
+        'latency_ms': latency_summary(latency),
+        'recorded_latency_ms': latency_summary(recorded_latency),
         'bad_outputs': node.bad_outputs[:20],
     }
 
@@ -351,6 +351,8 @@ def register(subparsers) -> None:
     p.add_argument('--backend', default='')
     p.add_argument('--params', default='')
     p.add_argument('--window', type=int, default=10, help='frames before a failure in which an alarm counts')
+    p.add_argument('--failure-events', nargs='+', default=['failure', 'timeout'],
+                   help='/task/events messages that count as failures for alarm precision/recall')
     p.add_argument('--startup-timeout', type=float, default=120.0)
     p.add_argument('--log-dir', default='')
     p.set_defaults(func=run)
@@ -362,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
                               pipeline=args.pipeline,
                               checkpoint=args.checkpoint, backend=args.backend, params=args.params,
                               log_dir=args.log_dir, window_frames=args.window,
+                              failure_events=args.failure_events,
                               startup_timeout_s=args.startup_timeout)
         result = replay_bag(args.bag, config)
     except (BagError, ValueError, TimeoutError) as e:

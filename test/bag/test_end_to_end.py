@@ -21,9 +21,10 @@ def record_and_replay(tmp_path, checkpoint, backend, task='reach', episodes=1, p
     config = ReplayConfig(rate=0.0, checkpoint=str(checkpoint), backend=backend, pipeline=pipeline,
                           startup_timeout_s=120.0)
     result = replay_bag(bag, config)
-    assert result['frames']['unanswered'] == 0
-    assert result['actions']['n'] == result['frames']['recorded_commands'] > 0
-    assert result['chunks']['n'] == result['actions']['n']
+    summary = {k: result[k] for k in ('frames', 'actions', 'chunks')}
+    assert result['frames']['unanswered'] == 0, summary
+    assert result['actions']['n'] == result['frames']['recorded_commands'] > 0, summary
+    assert result['chunks']['n'] == result['actions']['n'], summary
     return result
 
 
@@ -32,7 +33,8 @@ def test_lockstep_replay_reproduces_a_recorded_sim_run(tmp_path):
     from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
     checkpoint = make_tiny_checkpoint(tmp_path / 'ckpt')
     result = record_and_replay(tmp_path, checkpoint, 'torch')
-    assert result['actions']['mse'] <= 1e-6 and result['chunks']['mse'] <= 1e-6
+    assert result['actions']['mse'] <= 1e-6, result['actions']
+    assert result['chunks']['mse'] <= 1e-6, result['chunks']
     assert len(result['per_episode']) == 2  # warm-up frame + the episode
 
 

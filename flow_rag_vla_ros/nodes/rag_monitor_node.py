@@ -9,7 +9,6 @@ stored failure stores the chunk that worked as that case's correction and raises
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 
 from flow_rag_vla_ros.nodes import conversions as cv
 

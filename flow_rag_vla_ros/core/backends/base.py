@@ -68,6 +68,6 @@ def as_batch(x: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def load_preprocess(checkpoint_dir) -> Preprocess:
-    """The model's own image preprocessing (core/vision.py: cv2 resize + normalisation) for a checkpoint."""
-    from flow_rag_vla_ros.core.vision import make_preprocess
+    """The model's own image preprocessing (core/preprocess.py: cv2 resize + normalisation) for a checkpoint."""
+    from flow_rag_vla_ros.core.preprocess import make_preprocess
     return make_preprocess(checkpoint_dir)

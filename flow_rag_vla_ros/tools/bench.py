@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument('--json', default=None, help='write results JSON here')
     p.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS))
     p.add_argument('--frames', type=int, default=300, help='frames per pipeline and layout')
-    p.add_argument('--rate', type=float, default=10.0, help='sim frame rate (Hz) in real-time mode')
+    p.add_argument('--rate', type=float, default=20.0, help='sim frame rate (Hz) in real-time mode')
     p.add_argument('--pipelines', nargs='+', choices=PIPELINES, default=list(PIPELINES))
     p.add_argument('--layouts', nargs='+', choices=('processes', 'composed'), default=['processes', 'composed'])
     p.add_argument('--task', default='reach')
@@ -49,8 +49,11 @@ def bench_stack(args) -> dict:
     for layout in args.layouts:
         runs = {}
         for pipeline in args.pipelines:
+            # the watchdog must tolerate the camera period (a new chunk per frame), not just 2 control periods
+            stale = max(0.08, 2.0 / args.rate)
             spec = RunSpec(task=args.task, episodes=0, seed=0, pipeline=pipeline, layout=layout,
                            clock_mode='realtime', rate_hz=args.rate, max_frames=args.frames,
+                           overrides={'action_merger': {'stale_timeout_s': stale}},
                            checkpoint=args.checkpoint, backend=args.backend, timeout_s=60 + 2 * args.frames / args.rate)
             r = run_stack(spec)
             runs[pipeline] = {k: r[k] for k in ('e2e_ms', 'stage_ms', 'since_frame_ms', 'frames_published',

@@ -4,9 +4,11 @@
   correction when a past failure happened in a similar state. In the parallel pipeline the flow chunk
   of this frame is not known yet (retrieval runs beside the policy), so the transform is applied to the
   latest executed chunk; a stored correction chunk needs no current chunk at all.
-- `on_event('failure' | 'timeout', ...)`: every `store_stride`-th state of the episode (with the chunk
-  that was executed from it) becomes a failure case; cases whose correction was used in this episode lose
-  confidence.
+- `on_event('failure' | 'timeout', ...)`: the states that led to the failure - the last `store_last_frames`
+  states before the event (0: the whole episode), every `store_stride`-th of them, counted back from the
+  last one - each become a failure case with the chunk that was executed from it; cases whose correction
+  was used in this episode lose confidence. Storing only the end of the episode keeps the memory to the
+  states where the failure was decided, not the start states every episode passes through.
 - `on_event('success')`: cases matched during the episode gain confidence, and the chunk that actually
   succeeded from the matched state is stored as their correction (if they have none yet).
 """
@@ -28,12 +30,15 @@ from flow_rag_vla_ros.core.spec import ACTION_DIM
 @dataclass
 class MonitorConfig:
     memory_import: str = param('', 'memory export to import at start (seed a new robot); empty = none')
-    store_stride: int = param(2, 'on a failure, store every n-th state of the episode as a case')
+    store_stride: int = param(2, 'on a failure, store every n-th of the stored states as a case')
+    store_last_frames: int = param(0, 'on a failure, store only the last n states before it (0 = whole episode)')
+    visual_pooling: str = param('spatial', 'state embedding visual block: spatial | mean (see memory/embedding.py)')
     learn: bool = param(True, 'store failures and successful corrections (false: read-only memory)')
     propose_min_confidence: float = param(0.0, 'do not publish corrections below this confidence')
 
     def __post_init__(self):
         require(self.store_stride >= 1, 'store_stride must be >= 1')
+        require(self.store_last_frames >= 0, 'store_last_frames must be >= 0')
 
 
 @dataclass
@@ -49,7 +54,8 @@ class RagMonitor:
         self.config = config
         self.memory_config = memory_config or MemoryConfig()
         self.corrections = correction_config or CorrectionConfig()
-        self.embedding_config = EmbeddingConfig(dim=self.memory_config.dim)
+        self.embedding_config = EmbeddingConfig(dim=self.memory_config.dim,
+                                               visual_pooling=config.visual_pooling)
         self.log = logger or logging.getLogger(__name__)
         self.memory = FailureMemory.open(self.memory_config)
         if config.memory_import:
@@ -109,13 +115,20 @@ class RagMonitor:
         for case_id in {cid for _, cid in matched}:
             self._safely(self.memory.update_confidence, case_id, False)
         stored = 0
-        for step in trace[::self.config.store_stride]:
+        for step in self.failure_states(trace):
             failed = step.chunk if step.chunk is not None else np.zeros((self.memory_config.horizon, ACTION_DIM),
                                                                         np.float32)
             self.memory.add(FailureCase(embedding=step.embedding, failed_chunk=failed,
                                         failure_type=failure_type or kind, task=self._task))
             stored += 1
         self.log.info(f'{failure_type or kind}: stored {stored} states; memory has {len(self.memory)} cases')
+
+    def failure_states(self, trace: list[_Step]) -> list[_Step]:
+        """The states stored for a failure: the last `store_last_frames` (all when 0), every `store_stride`-th
+        counted back from the final state (so the state right before the failure is always kept)."""
+        if self.config.store_last_frames:
+            trace = trace[-self.config.store_last_frames:]
+        return trace[::-1][::self.config.store_stride][::-1]
 
     def _safely(self, fn, *args) -> None:
         try:

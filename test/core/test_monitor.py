@@ -65,3 +65,14 @@ def test_read_only_monitor_does_not_learn():
     m = RagMonitor(MonitorConfig(learn=False), MemoryConfig())
     _episode(m, [0.0], 'failure', 'timeout')
     assert len(m.memory) == 0
+
+
+def test_failure_stores_only_the_last_frames_counted_back_from_the_failure():
+    m = RagMonitor(MonitorConfig(store_stride=2, store_last_frames=5), MemoryConfig(dedup_threshold=1.0))
+    xs = [0.1 * i for i in range(12)]
+    _episode(m, xs, 'failure', 'timeout')
+    stored = sorted(float(c.embedding @ m.embed(TOKENS, _proprio(x), LANG)) > 0.9999
+                    for c in m.memory.cases() for x in xs[-1:])
+    assert len(m.memory) == 3 and stored.count(True) == 1  # states 7, 9, 11: the last one is always kept
+    assert m.failure_states(list(range(12))) == [7, 9, 11]
+    assert RagMonitor(MonitorConfig(store_stride=1), MemoryConfig()).failure_states(list(range(4))) == [0, 1, 2, 3]

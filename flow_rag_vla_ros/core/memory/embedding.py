@@ -2,13 +2,21 @@
 
 `state_embedding(visual_tokens (N, C), proprio (7,), language (384,)) -> (D,) float32`, deterministic, unit L2 norm:
 
-  [ w_v * unit(P_v @ mean_n(visual_tokens)) ,  w_p * proprio / proprio_scale ,  w_l * unit(P_l @ language) ]
+  [ w_v * unit(P_v @ visual(visual_tokens)) ,  w_p * proprio / proprio_scale ,  w_l * unit(P_l @ language) ]
 
 then the whole vector is L2-normalised again (so cosine = inner product).
-- Visual block: mean-pooled tokens (C,), projected to `dim - 7 - language_dim` dims. If C equals that size the
+- Visual block, `visual_pooling`:
+  * ``spatial`` (default): the tokens keep their layout. Each token minus the frame's mean token
+    (`t_n - mean_n(t)`: what is shared by the whole frame - lighting, overall colour - cancels, what sits WHERE
+    remains), flattened to (N*C,) in token order, then projected. Two frames that differ only in where a
+    small object / target is differ in the few tokens covering it, and keep that difference here.
+  * ``mean``: mean-pooled tokens (C,) (the old embedding): position-blind - frames that differ only in
+    where the target is look alike, so a failure memory matches every state of every episode.
+  The result is projected to `visual_dim = dim - 7 - language_dim` dims. If the input size equals that the
   projection is the identity; otherwise P_v is a fixed Gaussian random projection (Johnson-Lindenstrauss:
-  preserves angles in expectation) drawn from `numpy.random.default_rng((seed, C))`, so every process, robot
-  and run builds the same matrix for the same C - no fitted state to ship.
+  preserves angles in expectation) drawn from `numpy.random.default_rng((seed, n_in, n_out))`, so every
+  process, robot and run builds the same matrix for the same token shape - no fitted state to ship. (The
+  embedding depends on N and C: a memory built with one vision encoder does not match another's.)
 - Proprio block: `[ee_x, ee_y, ee_z, ee_vx, ee_vy, ee_vz, finger_width]` divided by `proprio_scale` (workspace
   size ~0.15 m, speed ~0.5 m/s, finger ~0.08 m) so a few centimetres matter as much as the image.
 - Language block: 384-d instruction embedding -> `language_dim` dims with a seeded Gaussian projection (same
@@ -26,6 +34,7 @@ from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.core.spec import PROPRIO_DIM
 
 LANGUAGE_DIM_IN = 384
+VISUAL_POOLING = ('spatial', 'mean')
 
 
 @dataclass
@@ -37,11 +46,13 @@ class EmbeddingConfig:
     language_weight: float = param(0.5, 'weight of the (unit) language block')
     proprio_scale: tuple[float, ...] = param((0.15, 0.15, 0.15, 0.5, 0.5, 0.5, 0.08), 'proprio divisors')
     seed: int = param(20240, 'seed of the fixed random projections')
+    visual_pooling: str = param('spatial', "spatial: centred tokens, flattened in layout order | mean: mean-pooled")
 
     def __post_init__(self):
         require(len(self.proprio_scale) == PROPRIO_DIM and min(self.proprio_scale) > 0,
                 f'proprio_scale needs {PROPRIO_DIM} positive values')
         require(self.language_dim >= 1, 'language_dim must be >= 1')
+        require(self.visual_pooling in VISUAL_POOLING, f'visual_pooling must be one of {VISUAL_POOLING}')
         require(self.visual_dim >= 1, f'dim {self.dim} leaves no room for the visual block')
 
     @property
@@ -63,6 +74,14 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-12 else v
 
 
+def visual_features(tokens: np.ndarray, pooling: str = 'spatial') -> np.ndarray:
+    """(N, C) tokens -> the un-projected visual feature vector (see module docstring)."""
+    mean = tokens.mean(axis=0)
+    if pooling == 'mean':
+        return mean
+    return (tokens - mean).reshape(-1)
+
+
 def state_embedding(visual_tokens: np.ndarray, proprio: np.ndarray, language: np.ndarray,
                     config: EmbeddingConfig | None = None) -> np.ndarray:
     c = config or EmbeddingConfig()
@@ -75,7 +94,7 @@ def state_embedding(visual_tokens: np.ndarray, proprio: np.ndarray, language: np
         raise ValueError(f'proprio must be ({PROPRIO_DIM},), got {proprio.shape}')
     if language.shape != (LANGUAGE_DIM_IN,):
         raise ValueError(f'language must be ({LANGUAGE_DIM_IN},), got {language.shape}')
-    pooled = tokens.mean(axis=0)
+    pooled = visual_features(tokens, c.visual_pooling)
     visual = _unit(pooled @ projection(c.seed, pooled.shape[0], c.visual_dim))
     lang = _unit(language @ projection(c.seed + 1, LANGUAGE_DIM_IN, c.language_dim))
     prop = proprio / np.asarray(c.proprio_scale, np.float32)

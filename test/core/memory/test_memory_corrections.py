@@ -80,3 +80,24 @@ def test_state_embedding_similarity_tracks_state_changes():
     assert e @ other_task < 0.98
     with pytest.raises(ValueError):
         state_embedding(tokens, proprio[:6], lang)
+
+
+def test_spatial_visual_block_sees_where_things_are_mean_pooling_does_not():
+    rng = np.random.default_rng(2)
+    background = rng.standard_normal((36, 112)).astype(np.float32)
+    blob = rng.standard_normal(112).astype(np.float32) * 3
+    proprio, lang = np.array([0.1, 0, 0.1, 0, 0, 0, 0.04]), rng.standard_normal(384)
+
+    def frame(*cells):  # the same object seen in other token cells (the same content, moved)
+        t = background.copy()
+        t[list(cells)] += blob
+        return t
+
+    here, moved = frame(3, 4), frame(30, 31)
+    for pooling, differs in (('spatial', True), ('mean', False)):
+        c = EmbeddingConfig(visual_pooling=pooling)
+        a, b = state_embedding(here, proprio, lang, c), state_embedding(moved, proprio, lang, c)
+        assert (a @ b < 0.9) == differs
+        assert state_embedding(here, proprio, lang, c) @ a == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError):
+        EmbeddingConfig(visual_pooling='max')

@@ -20,6 +20,20 @@ def resolve_checkpoint(path: str) -> Path:
     raise FileNotFoundError(f'checkpoint {path!r} not found (looked in {Path.cwd()} and {share_dir()})')
 
 
+def checkpoint_cameras(checkpoint_dir: Path) -> list[str] | None:
+    """The camera list a checkpoint was trained with (recorded by `flow-rag-vla train`); unrecorded
+    single-camera checkpoints get the default scene camera (docs/DESIGN.md); None when unknown."""
+    import json
+    try:
+        doc = json.loads((Path(checkpoint_dir) / 'config.json').read_text())
+    except (OSError, ValueError):
+        return None
+    cameras = doc.get('extra', {}).get('cameras')
+    if cameras:
+        return list(cameras)
+    return ['scene'] if doc.get('config', {}).get('n_cameras', 1) == 1 else None
+
+
 def frame_noise(seed: int, tokens: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Noise for one frame, a pure function of (seed, input): replaying the same input gives the same chunk."""
     key = (seed ^ zlib.crc32(np.ascontiguousarray(tokens).tobytes())) & 0xFFFFFFFF

@@ -97,7 +97,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     """
     from flow_rag_vla_ros.core.merger import ActionMerger
     from flow_rag_vla_ros.core.monitor import RagMonitor
-    from flow_rag_vla_ros.nodes.runtime import frame_noise, resolve_checkpoint
+    from flow_rag_vla_ros.nodes.runtime import checkpoint_cameras, frame_noise, resolve_checkpoint
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
 
     if pipeline not in PIPELINES:
@@ -107,11 +107,14 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
                                                                         memory, correction)
     if noise_seed is None:
         noise_seed = int(_section(params, 'flow_policy').get('noise_seed', 0))
+    cameras = None
     if policy_backend is None:
         from flow_rag_vla_ros.core.backends import load_policy_backend
         ckpt = resolve_checkpoint(checkpoint or _stack_checkpoint(params))
         policy_backend = load_policy_backend(backend, ckpt, device='cpu', threads=1)
-    env = PandaEnv(SimConfig(task=task, seed=seed, scenario=scenario, image_size=image_size, max_steps=max_steps))
+        cameras = checkpoint_cameras(ckpt)  # render what the policy was trained on
+    env = PandaEnv(SimConfig(task=task, seed=seed, scenario=scenario, image_size=image_size, max_steps=max_steps,
+                             cameras=cameras or ['scene']))
     if language is None:
         from flow_rag_vla_ros.core.language import InstructionEmbedder
         language = np.asarray(InstructionEmbedder.from_checkpoint(

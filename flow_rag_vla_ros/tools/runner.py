@@ -51,6 +51,19 @@ class RunSpec:
         for node in ('vision_encoder', 'flow_policy'):
             if self.backend:
                 o.setdefault(node, {})['backend'] = self.backend
+        # the sim renders the cameras the policy was trained with (unless the caller set them)
+        if 'cameras' not in sim:
+            from flow_rag_vla_ros.core.config import load_node_parameters
+            from flow_rag_vla_ros.nodes.runtime import checkpoint_cameras, resolve_checkpoint
+            from flow_rag_vla_ros.paths import config_path
+            ckpt = self.checkpoint or load_node_parameters(self.params or config_path(), 'vision_encoder').get(
+                'checkpoint', '')
+            try:
+                cameras = checkpoint_cameras(resolve_checkpoint(ckpt)) if ckpt else None
+            except FileNotFoundError:
+                cameras = None
+            if cameras:
+                sim['cameras'] = cameras
         o.setdefault('rag_monitor', {})['mode'] = 'sequential' if self.pipeline == 'sequential' else 'parallel'
         merger = o.setdefault('action_merger', {})
         merger['wait_for_correction'] = self.pipeline == 'sequential'

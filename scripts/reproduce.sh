@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every number in README.md comes from one of these commands (run on a 2-core CPU machine, no GPU).
+# Usage: scripts/reproduce.sh [data|train|results|bench]   (default: results + bench, using the shipped models)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FRV=.venv/bin/flow-rag-vla
+OUT=${OUT:-docs/results}
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=1  # batch-1 inference and training are fastest single-threaded on small CPUs
+
+case "${1:-all}" in
+data)   # scripted-expert demonstrations (experts' own success rates land in meta.json)
+  $FRV collect --task all --episodes 400 --seed 1000 --out data/demos --workers 2      # reach 400, then:
+  $FRV collect --task push --episodes 600 --seed 1000 --out data/demos --workers 2
+  $FRV collect --task pick_and_place --episodes 800 --seed 1000 --out data/demos --workers 2
+  $FRV collect --task reach --episodes 2000 --seed 20000 --out data/reach_big --workers 2 ;;
+train)
+  $FRV train --config config/train_reach_v2.yaml && $FRV export --checkpoint models/reach_v2 --out models/reach_v2
+  $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v1 --out models/vla_v1 ;;
+results|all)
+  # issue 2 / 3: success through the real node graph (lockstep), shipped Reach model
+  $FRV sim --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
+  # issue 7: ablation (same episodes and seeds for every pipeline), markdown + plots
+  $FRV eval --task reach --pipelines flow_only rag_only sequential parallel --episodes 20 --seed 0 \
+      --checkpoint models/reach_v2 --json "$OUT/ablation.json" --report-dir "$OUT/ablation"
+  [ "${1:-all}" = all ] && "$0" bench ;;
+bench)
+  # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench.json" ;;
+*) echo "usage: $0 [data|train|results|bench]" >&2; exit 2 ;;
+esac

@@ -133,6 +133,18 @@ class BagRecorder(Node):
         """Matched publishers per topic: a best-effort message sent before its publisher matched is lost."""
         return {t: s.get_publisher_count() for t, s in self.subscriptions_by_topic.items()}
 
+    def matched(self, required: tuple[str, ...] = ()) -> bool:
+        """True when every publisher on the graph is matched, and each recorded topic in `required` has one.
+
+        Discovery takes a moment (more on a loaded machine): a volatile message published before the
+        recorder matched its publisher never reaches the bag, so a run waits for this before it starts.
+        """
+        for topic, subscription in self.subscriptions_by_topic.items():
+            n = subscription.get_publisher_count()
+            if n < self.count_publishers(topic) or (topic in required and n == 0):
+                return False
+        return True
+
     def _enqueue_for(self, topic: str):
         def enqueue(data: bytes) -> None:
             if self.error is None:

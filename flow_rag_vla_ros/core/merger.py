@@ -18,7 +18,9 @@ Emission rules (`ActionMerger`; all times are nanoseconds passed in by the calle
   chunk arrived within stale_timeout_s) or invalid, else the queued action for `now` (clock='time').
 - clock='frames' (lockstep sim): every new frame stamp is one control step, so chunk indexing does not depend
   on how long inference took (reproducible); commands come from chunks only and `tick` returns None
-  except to end a sequential wait.
+  except to end a sequential wait. A re-sent frame (a chunk with the stamp of the last command) is the same
+  step: it gets that command again, so the rate limiter never steps twice for one frame and a run does not
+  depend on how often a frame had to be re-sent.
 - invalid chunk (NaN/inf/wrong shape): rejected whole, the queue is cleared and `on_chunk` returns a
   'hold_invalid' command stamped with that frame; holds stay 'hold_invalid' until a valid chunk arrives or
   stale_timeout_s passes ('hold_stale'). Chunks older than the newest one seen are dropped (None).
@@ -179,8 +181,9 @@ class ActionMerger:
         self.last_valid_arrival_ns: int | None = None
         self.invalid: tuple[int, str] | None = None  # (arrival, reason) of the latest chunk if it was rejected
         self.frame_step = -1  # clock='frames': index of the newest frame
+        self.last_command: Command | None = None  # clock='frames': the command of the newest frame
         self.counts = {'chunks': 0, 'dropped_out_of_order': 0, 'rejected_chunks': 0, 'corrections': 0,
-                       'rejected_corrections': 0}
+                       'rejected_corrections': 0, 'repeated_frames': 0}
         self.state = 'ok'
 
     # -- time ---------------------------------------------------------------------------------------
@@ -201,6 +204,10 @@ class ActionMerger:
         if self.newest_stamp is not None and frame_stamp_ns < self.newest_stamp:
             self.counts['dropped_out_of_order'] += 1
             return None
+        last = self.last_command
+        if self.config.clock == 'frames' and last is not None and last.source_stamp_ns == frame_stamp_ns:
+            self.counts['repeated_frames'] += 1
+            return last
         if self.pending is not None and self.pending[0] != frame_stamp_ns:
             self._accept(*self.pending, now_ns, emit=False)  # superseded while waiting: joins the queue
             self.pending = None
@@ -212,7 +219,7 @@ class ActionMerger:
             self.invalid = (now_ns, f'chunk {frame_stamp_ns} rejected: {problem}')
             self.executor.clear()
             self.pending = None
-            return self._hold('hold_invalid', frame_stamp_ns, self.invalid[1])
+            return self._frame_command(self._hold('hold_invalid', frame_stamp_ns, self.invalid[1]))
         self.invalid = None
         self.last_valid_arrival_ns = now_ns
         flow = np.asarray(chunk, dtype=np.float64)
@@ -282,7 +289,12 @@ class ActionMerger:
         self.records = {k: v for k, v in self.records.items() if k in live}
         self.flows[stamp_ns], self.records[stamp_ns] = flow, record
         self.last_accepted = stamp_ns
-        return self._emit(now_ns, stamp_ns) if emit else None
+        return self._frame_command(self._emit(now_ns, stamp_ns)) if emit else None
+
+    def _frame_command(self, command: Command) -> Command:
+        if self.config.clock == 'frames':
+            self.last_command = command
+        return command
 
     def _revise_newest(self) -> None:
         """Blend a correction that came after the newest chunk into that chunk's queued actions."""

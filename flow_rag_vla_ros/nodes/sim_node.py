@@ -88,6 +88,7 @@ class SimNode(StackNode):
         self.last_command_ns = 0
         self.gripper = 0.0
         self.started_ns = now_ns()
+        self.start_gate = None  # callable: the first episode waits until it returns True (set by a runner)
         self.obs = self.env.reset(seed=self.sim_config.seed)
         self._publish_instruction(self.obs.instruction)
         period = 1.0 / cfg.rate_hz if cfg.clock_mode == 'realtime' else 0.05
@@ -180,10 +181,15 @@ class SimNode(StackNode):
         if stamp != self.frame_stamp_ns or self.finished:
             return  # a command for an older frame (queue continuation) is not this step's command
         if self.episode < 0:
-            self.get_logger().info(f'stack answered after {(now_ns() - self.started_ns) / 1e9:.1f} s; starting')
-            self._start_episode()
+            self._answered_warm_up()
             return
         self._apply(action)
+
+    def _answered_warm_up(self) -> None:
+        if self.start_gate is not None and not self.start_gate():
+            return  # the timer re-sends the warm-up frame; its next answer checks again
+        self.get_logger().info(f'stack answered after {(now_ns() - self.started_ns) / 1e9:.1f} s; starting')
+        self._start_episode()
 
     def on_timer(self) -> None:
         if self.finished:
@@ -191,7 +197,7 @@ class SimNode(StackNode):
         t = now_ns()
         if self.config.clock_mode == 'realtime':
             if self.episode < 0:
-                if self.last_command is not None:
+                if self.last_command is not None and (self.start_gate is None or self.start_gate()):
                     self._start_episode()
                 else:
                     self._publish_frame()
@@ -207,7 +213,7 @@ class SimNode(StackNode):
                 self.frame_sent_ns = t
                 self._send(self.obs.image, self.frame_stamp_ns)
             if (t - self.started_ns) / 1e9 > timeout:
-                self.get_logger().error('the stack never answered a frame; giving up')
+                self.get_logger().error('no answer from the stack (or start gate shut); giving up')
                 self.finished = True
             return
         if (t - self.frame_sent_ns) / 1e9 > self.config.command_timeout_s:

@@ -151,6 +151,7 @@ class _Driver:
         self.last_stamp = 0
         self.answered = False
         self.unanswered = 0
+        self.recorded_chunks: set[int] = set()  # recorded frame stamps that have a recorded chunk
         self.logger = node.get_logger()
 
     def spin_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
@@ -204,8 +205,11 @@ class _Driver:
             return
         answered = lambda: stamp in self.node.commands  # noqa: E731
         if not self.answered:  # the stack may still be loading: re-send until it answers (like the sim)
+            # ... with a chunk too when one was recorded: the chunk subscription may match a moment later
+            first_answered = lambda: answered() and (  # noqa: E731
+                stamp in self.node.chunks or frame.stamp_ns not in self.recorded_chunks)
             deadline = time.monotonic() + self.config.startup_timeout_s
-            while not self.spin_until(answered, 0.5):
+            while not self.spin_until(first_answered, 0.5):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f'the stack did not answer the first frame within '
                                        f'{self.config.startup_timeout_s} s')
@@ -243,6 +247,7 @@ class _Driver:
     def play(self, rec: Recording) -> float:
         """Publish the whole timeline; returns the wall time it took."""
         started = time.monotonic()
+        self.recorded_chunks = set(rec.chunks)
         t0 = log0 = None
         for kind, log_ns, payload in rec.timeline:
             if self.answered and not self.config.lockstep:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -37,6 +38,9 @@ class RunSpec:
     rate_hz: float = 0.0
     max_frames: int = 0  # real-time mode: stop after this many frames (0 = run the episodes)
     log_dir: str | None = None
+    # the sim starts the first episode only once this returns True (e.g. a bag recorder has matched the
+    # stack's publishers); until then it keeps sending warm-up frames
+    start_gate: Callable[[], bool] | None = None
 
     def node_overrides(self) -> dict[str, dict]:
         o: dict[str, dict] = {k: dict(v) for k, v in self.overrides.items()}
@@ -157,6 +161,7 @@ def run_stack(spec: RunSpec) -> dict:
         try:
             executor = MultiThreadedExecutor(num_threads=4, context=context)
             sim = SimNode(context=context)
+            sim.start_gate = spec.start_gate
             collector = _make_collector(context)
             created = [sim, collector]
             for n in created:

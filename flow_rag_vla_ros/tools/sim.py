@@ -8,6 +8,8 @@ from pathlib import Path
 from flow_rag_vla_ros.core.spec import TASKS
 from flow_rag_vla_ros.tools.runner import PIPELINES, RunSpec, run_stack
 
+RECORD_BEFORE_START = ('/camera/image_raw', '/robot/ee_state', '/vla/action_chunk', '/robot/command')
+
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by every command that runs the stack against the sim."""
@@ -61,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, pipeline=args.pipeline)
     if args.record:
         from flow_rag_vla_ros.tools.record import recording
-        with recording(args.record):
+        with recording(args.record) as recorder:
+            # the episodes start once the recorder hears the sim and the stack's outputs
+            spec.start_gate = lambda: recorder.matched(RECORD_BEFORE_START)
             result = run_stack(spec)
     else:
         result = run_stack(spec)

@@ -1,4 +1,9 @@
-"""`sim --record` then a lockstep `replay` with the same checkpoint and backend reproduces the actions."""
+"""`sim --record` then a lockstep `replay` with the same checkpoint and backend reproduces the actions.
+
+Exact commands need a deterministic pipeline (flow_only): in the parallel pipeline the monitor's corrections
+are asynchronous by design, so whether one lands before a given frame's command depends on timing. There the
+chunks (the policy's output) still reproduce exactly, and every recorded frame gets a command.
+"""
 from pathlib import Path
 
 import pytest
@@ -11,7 +16,7 @@ pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[2]
 
 
-def record_and_replay(tmp_path, checkpoint, backend, task='reach', episodes=1, pipeline='parallel') -> dict:
+def record_and_replay(tmp_path, checkpoint, backend, task='reach', episodes=1, pipeline='flow_only') -> dict:
     bag = tmp_path / 'sim_bag'
     assert main(['sim', '--task', task, '--episodes', str(episodes), '--checkpoint', str(checkpoint),
                  '--backend', backend, '--pipeline', pipeline, '--record', str(bag)]) == 0
@@ -28,14 +33,24 @@ def record_and_replay(tmp_path, checkpoint, backend, task='reach', episodes=1, p
     return result
 
 
-def test_lockstep_replay_reproduces_a_recorded_sim_run(tmp_path):
-    """A small random-weight policy in the shipped format: no trained model needed."""
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
     from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
-    checkpoint = make_tiny_checkpoint(tmp_path / 'ckpt')
-    result = record_and_replay(tmp_path, checkpoint, 'torch')
+    return make_tiny_checkpoint(tmp_path_factory.mktemp('ckpt'))
+
+
+def test_lockstep_replay_reproduces_a_recorded_sim_run(tmp_path, tiny_checkpoint):
+    """A small random-weight policy in the shipped format: no trained model needed."""
+    result = record_and_replay(tmp_path, tiny_checkpoint, 'torch')
     assert result['actions']['mse'] <= 1e-6, result['actions']
     assert result['chunks']['mse'] <= 1e-6, result['chunks']
     assert len(result['per_episode']) == 2  # warm-up frame + the episode
+
+
+def test_lockstep_replay_of_the_parallel_pipeline_reproduces_the_chunks(tmp_path, tiny_checkpoint):
+    result = record_and_replay(tmp_path, tiny_checkpoint, 'torch', pipeline='parallel')
+    assert result['chunks']['mse'] <= 1e-6, result['chunks']
+    assert result['bad_outputs'] == []
 
 
 def _trained_models():
@@ -48,6 +63,6 @@ def _trained_models():
 @pytest.mark.parametrize('checkpoint', _trained_models())
 def test_lockstep_replay_reproduces_the_trained_policy(tmp_path, checkpoint):
     backend = 'onnxruntime' if (checkpoint / 'policy.onnx').is_file() else 'torch'
-    result = record_and_replay(tmp_path, checkpoint, backend, episodes=2)
+    result = record_and_replay(tmp_path, checkpoint, backend, episodes=2)  # flow_only: exact
     assert result['actions']['mse'] <= 1e-6, result['actions']
     assert result['chunks']['mse'] <= 1e-6, result['chunks']

@@ -224,6 +224,26 @@ def test_out_of_order_chunk_is_dropped_and_resent_frame_answered():
     assert again.source_stamp_ns == S + DT and again.action[0] == pytest.approx(0.3)
 
 
+def test_frames_clock_answers_a_resent_frame_with_the_same_command():
+    chunks = [const(1.0), const(-1.0), const(0.2)]
+
+    def run(resends):
+        m, out = merger(clock='frames'), []
+        for k, c in enumerate(chunks):
+            stamp = S + k * DT
+            first = m.on_chunk(stamp, c, stamp + 5 * MS)
+            for r in range(resends):  # lockstep re-sends an unanswered frame with its stamp
+                again = m.on_chunk(stamp, c, stamp + (r + 2) * 500 * MS)
+                np.testing.assert_array_equal(again.action, first.action)
+            out.append(first.action)
+        return np.array(out), m.counts['repeated_frames']
+
+    once, repeated = run(0)
+    np.testing.assert_array_equal(run(3)[0], once)  # the rate limiter stepped once per frame
+    assert repeated == 0 and run(2)[1] == 6
+    np.testing.assert_allclose(once[:2, 0], [0.5, 0.0])  # rate-limited: at most 0.5 per step
+
+
 def test_refill_trigger_follows_the_queue():
     m = merger(refill_fraction=0.5)
     assert m.needs_inference(S)

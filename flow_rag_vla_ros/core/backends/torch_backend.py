@@ -24,9 +24,9 @@ def load_model(checkpoint_dir: Path, device: str = 'cpu'):
 
 
 def model_shapes(policy) -> tuple[tuple[int, int], int]:
-    """(image (H, W), horizon) from the model config."""
+    """(image (H, W), horizon) from the model config; cameras sit side by side: W = S * n_cameras."""
     c = policy.config
-    return (int(c.image_size), int(c.image_size)), int(c.horizon)
+    return (int(c.image_size), int(c.image_size) * int(c.n_cameras)), int(c.horizon)
 
 
 class TorchBackend(PolicyBackend):

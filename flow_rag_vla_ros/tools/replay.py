@@ -55,9 +55,13 @@ class ReplayConfig:
     resend_attempts: int = param(2, 'lockstep: re-sends before the frame is counted as unanswered')
     embedding_timeout_s: float = param(5.0, 'wait this long for the embedding of a changed instruction')
     drain_s: float = param(0.5, 'keep collecting outputs this long after the last input')
+    frame_rate_hz: float = param(0.0, 'timed replay: publish frames at this fixed rate (like a camera driver) '
+                                      'instead of the recorded timing; 0 = recorded timing')
 
     def __post_init__(self):
         require(self.rate >= 0, f'rate must be >= 0 (0 = lockstep), got {self.rate}')
+        require(self.frame_rate_hz >= 0, f'frame_rate_hz must be >= 0, got {self.frame_rate_hz}')
+        require(not (self.frame_rate_hz and self.rate == 0), 'frame_rate_hz needs a timed replay (rate > 0)')
         require(self.stamps in ('restamp', 'original'), f"stamps must be restamp or original, got {self.stamps!r}")
         require(self.stack_clock in ('', 'lockstep', 'realtime'), f'stack_clock {self.stack_clock!r} invalid')
         require(self.pipeline in PIPELINES, f'pipeline {self.pipeline!r} not in {PIPELINES}')
@@ -152,6 +156,7 @@ class _Driver:
         self.answered = False
         self.unanswered = 0
         self.recorded_chunks: set[int] = set()  # recorded frame stamps that have a recorded chunk
+        self.warm_up_stamps: set[int] = set()  # published stamps sent while the stack was still starting
         self.logger = node.get_logger()
 
     def spin_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
@@ -205,6 +210,7 @@ class _Driver:
             return
         answered = lambda: stamp in self.node.commands  # noqa: E731
         if not self.answered:  # the stack may still be loading: re-send until it answers (like the sim)
+            self.warm_up_stamps.add(stamp)
             # ... with a chunk too when one was recorded: the chunk subscription may match a moment later
             first_answered = lambda: answered() and (  # noqa: E731
                 stamp in self.node.chunks or frame.stamp_ns not in self.recorded_chunks)
@@ -249,12 +255,17 @@ class _Driver:
         started = time.monotonic()
         self.recorded_chunks = set(rec.chunks)
         t0 = log0 = None
+        frames = first_timed = 0
         for kind, log_ns, payload in rec.timeline:
             if self.answered and not self.config.lockstep:
                 if t0 is None:
-                    t0, log0 = time.monotonic(), log_ns
-                self.sleep_until(t0 + (log_ns - log0) / 1e9 / self.config.rate)
+                    t0, log0, first_timed = time.monotonic(), log_ns, frames
+                if not self.config.frame_rate_hz:
+                    self.sleep_until(t0 + (log_ns - log0) / 1e9 / self.config.rate)
+                elif kind == 'frame':  # fixed camera rate; events and the instruction go out at once
+                    self.sleep_until(t0 + (frames - first_timed) / self.config.frame_rate_hz)
             getattr(self, kind)(payload)
+            frames += kind == 'frame'
         self.spin_until(lambda: False, self.config.drain_s)
         return time.monotonic() - started
 
@@ -293,6 +304,10 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
     chunks = {back[s]: c for s, c in node.chunks.items() if s in back}
     alarms = {back[s] for s in node.alarms if s in back}
     latency = [(t - driver.sent_ns[s]) / 1e6 for s, (_, t) in node.commands.items() if s in driver.sent_ns]
+    # restamp: a frame's stamp is its (first) publish time, so this is camera stamp -> command received here
+    stamp_latency = [(t - s) / 1e6 for s, (_, t) in node.commands.items()
+                     if s in back and s not in driver.warm_up_stamps] \
+        if config.stamps == 'restamp' else []
     frames_by_log = {f.stamp_ns: f.log_time_ns for f in rec.frames}
     recorded_latency = [(t - frames_by_log[s]) / 1e6 for s, t in rec.command_log_ns.items() if s in frames_by_log]
     stamps = [f.stamp_ns for f in rec.frames]
@@ -312,6 +327,7 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
         'per_episode': episodes,
         'alarms': {'replayed': score(alarms), 'recorded': score(rec.alarms)},
         'latency_ms': latency_summary(latency),
+        'stamp_to_command_ms': latency_summary(stamp_latency),
         'recorded_latency_ms': latency_summary(recorded_latency),
         'bad_outputs': node.bad_outputs[:20],
     }
@@ -349,6 +365,8 @@ def register(subparsers) -> None:
     p.add_argument('--rate', type=float, default=1.0, help='1 = recorded timing; 0 = lockstep (exact replay)')
     p.add_argument('--remap', nargs='+', default=[], metavar='STACK_TOPIC:=BAG_TOPIC')
     p.add_argument('--stamps', choices=('restamp', 'original'), default='restamp')
+    p.add_argument('--frame-rate', type=float, default=0.0,
+                   help='timed replay: publish frames at this fixed rate (Hz) instead of the recorded timing')
     p.add_argument('--stack-clock', choices=('lockstep', 'realtime'), default='',
                    help='clock mode of the recorded run (default: lockstep when --rate 0, else realtime)')
     p.add_argument('--pipeline', choices=PIPELINES, default='parallel')
@@ -366,7 +384,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = ReplayConfig(rate=args.rate, remap=args.remap, stamps=args.stamps, stack_clock=args.stack_clock,
-                              pipeline=args.pipeline,
+                              pipeline=args.pipeline, frame_rate_hz=args.frame_rate,
                               checkpoint=args.checkpoint, backend=args.backend, params=args.params,
                               log_dir=args.log_dir, window_frames=args.window,
                               failure_events=args.failure_events,

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from bag_helpers import FakeStack, sim_like_run, write_bag
+from bag_helpers import DT, FakeStack, sim_like_run, write_bag
 
 from flow_rag_vla_ros.bag.compare import Event, Frame, alarm_scores, load_recording, parse_remaps
 from flow_rag_vla_ros.bag.reader import BagError
@@ -105,6 +105,17 @@ def test_timed_replay_with_remap_and_original_stamps(tmp_path):
     assert result['alarms']['replayed']['alarms'] == 0 and result['alarms']['replayed']['recall'] == 0.0
 
 
+def test_timed_replay_at_a_fixed_frame_rate(tmp_path):
+    items, stamps = sim_like_run()
+    write_bag(tmp_path / 'bag', items)
+    config = ReplayConfig(rate=1.0, frame_rate_hz=10.0, window_frames=3, startup_timeout_s=20.0, drain_s=0.3)
+    result = replay_bag(tmp_path / 'bag', config, start_stack=fake_stack_factory([]))
+    # 11 frames after the warm-up frame, 0.1 s apart (recorded: one control period apart)
+    assert result['wall_s'] >= 11 * 0.1 + 0.3 - 0.01 > len(stamps) * DT / 1e9
+    lat = result['stamp_to_command_ms']
+    assert lat['n'] >= 9 and 0 < lat['p50'] < 1000  # warm-up excluded; a loaded machine may lose a frame
+
+
 def test_bad_replay_configuration_is_explained():
     with pytest.raises(ValueError, match='STACK_TOPIC:=BAG_TOPIC'):
         parse_remaps(['/camera/image_raw=/cam'])
@@ -114,6 +125,8 @@ def test_bad_replay_configuration_is_explained():
         ReplayConfig(rate=-1)
     with pytest.raises(ValueError, match='stamps'):
         ReplayConfig(stamps='shifted')
+    with pytest.raises(ValueError, match='timed replay'):
+        ReplayConfig(rate=0.0, frame_rate_hz=20.0)
 
 
 def test_instruction_received_after_the_first_frame_is_replayed_first(tmp_path):

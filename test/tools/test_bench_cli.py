@@ -1,0 +1,30 @@
+"""`flow-rag-vla bench` end to end on a tiny checkpoint: the JSON keys the README and issues rely on."""
+import json
+
+import pytest
+
+from flow_rag_vla_ros.cli import main
+
+pytestmark = pytest.mark.ros
+
+
+def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
+    from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
+    ckpt = make_tiny_checkpoint(tmp_path / 'ckpt')
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--sections', 'replay', 'stack', 'retrieval', '--frames', '15', '--rate', '10',
+                 '--pipelines', 'flow_only', 'parallel', '--layouts', 'processes', '--checkpoint', str(ckpt),
+                 '--backend', 'torch', '--retrieval-sizes', '2000', '--json', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result['pipelines']) == {'flow_only', 'parallel'}
+    for pipeline, run in result['pipelines'].items():
+        e2e = run['e2e_ms']
+        assert e2e['n'] >= 10 and 0 < e2e['p50'] <= e2e['p95'] <= e2e['p99'], (pipeline, e2e)
+        assert run['frames_replayed'] >= 15 and run['bad_outputs'] == []
+        assert {'vision_encoder', 'flow_policy', 'action_merger'} <= set(run['peak_rss_mb'])
+        assert run['peak_rss_mb_stack_total'] == pytest.approx(sum(run['peak_rss_mb'].values()))
+    assert 'rag_monitor' in result['pipelines']['parallel']['peak_rss_mb']
+    assert result['pipelines'] == result['replay']['pipelines']  # the headline is the camera-rate replay
+    assert set(result['sim_loop']['layouts']['processes']) == {'flow_only', 'parallel'}
+    assert result['retrieval_ms']['2000']['p99'] > 0
+    assert result['machine']['cores'] >= 1

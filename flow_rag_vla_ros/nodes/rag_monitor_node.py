@@ -8,6 +8,7 @@ stored failure stores the chunk that worked as that case's correction and raises
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -39,9 +40,12 @@ class RagMonitorTopicsConfig:
     command_topic: str = param('/robot/command', 'executed commands (to remember what was done)')
     events_topic: str = param('/task/events', 'episode events: start / success / failure / timeout')
     correction_topic: str = param('/vla/correction', 'output risk + correction (DiagnosticArray)')
+    worker_nice: int = param(5, 'parallel mode: raise the nice value of the retrieval thread by this much, so '
+                                'on a small CPU it only takes time the policy path leaves idle (0 = unchanged)')
 
     def __post_init__(self):
         require(self.mode in ('parallel', 'sequential'), f'mode {self.mode!r} must be parallel or sequential')
+        require(0 <= self.worker_nice <= 19, f'worker_nice must be in [0, 19], got {self.worker_nice}')
 
 
 class LatestSlot:
@@ -143,7 +147,19 @@ class RagMonitorNode(StackNode):
             self.monitor.on_event(status.message, kv.get('failure_type', ''), kv)
 
     # -- retrieval worker ---------------------------------------------------------------------------
+    def _lower_worker_priority(self) -> None:
+        """Linux nice values are per thread: only this retrieval thread yields, not the node's callbacks.
+        Sequential mode keeps full priority: there the policy path waits for the monitor."""
+        nice = self.topics.worker_nice if self.topics.mode == 'parallel' else 0
+        if nice:
+            tid = threading.get_native_id()
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+            except OSError as e:
+                self.get_logger().warning(f'could not lower the retrieval thread priority: {e}')
+
     def _work(self) -> None:
+        self._lower_worker_priority()
         while self.running:
             item = self.slot.get(timeout=0.2)
             if item is None:

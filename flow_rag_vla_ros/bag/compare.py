@@ -3,7 +3,8 @@ compares: action MSE per dimension / episode / overall, monitor alarms vs record
 
 rclpy-free apart from message objects read by `BagReader`; the metrics are pure functions of arrays.
 
-Alarm scoring: an alarm is a `/vla/correction` message; it belongs to the frame whose stamp it carries.
+Alarm scoring: an alarm is a `/vla/correction` message with a failure type (not an all-clear verdict); it
+belongs to the frame whose stamp it carries.
 A recorded failure (a `/task/events` status with message in `failure_events`, by default `failure` and
 `timeout`) belongs to the frame whose stamp it carries (the sim stamps it with the last frame of the
 episode). An alarm on frame i is a true positive when some failure of the same episode sits on frame f
@@ -123,7 +124,9 @@ def load_recording(path: str | Path, remaps: dict[str, str] | None = None) -> Re
                 elif topic == CHUNK and stamp not in rec.chunks:
                     rec.chunks[stamp] = msg_to_chunk(m.msg)
                 elif topic == CORRECTION:
-                    rec.alarms.add(msg_to_correction(m.msg).source_stamp_ns)
+                    correction = msg_to_correction(m.msg)
+                    if correction.is_alarm:  # not a sequential-mode all-clear verdict
+                        rec.alarms.add(correction.source_stamp_ns)
             except (ValueError, KeyError) as e:
                 raise BagError(f'{path}: bad {m.msgtype} on {m.topic} at log time {m.log_time_ns}: {e}') from e
     rec.frames = sorted(frames.values(), key=lambda f: f.stamp_ns)

@@ -147,6 +147,11 @@ class CorrectionMsg:
     similarity: float
     case_id: int
 
+    @property
+    def is_alarm(self) -> bool:
+        """False for an all-clear verdict (no failure type, confidence 0), which only ends a sequential wait."""
+        return bool(self.failure_type) and self.confidence > 0
+
 
 def correction_to_msg(c: CorrectionMsg, frame_id: str) -> DiagnosticArray:
     return diagnostic(c.source_stamp_ns, frame_id, 'rag_correction', c.failure_type, {

@@ -174,6 +174,11 @@ class RagMonitorNode(StackNode):
                 self.correction_pub.publish(correction_to_msg(CorrectionMsg(
                     stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
                     proposal.similarity, proposal.case_id), frame_id))
+            elif self.topics.mode == 'sequential' and chunk is not None:
+                # the merger holds this frame's chunk for our verdict: say "all clear" rather than let it
+                # wait out the deadline (confidence 0 is never blended in)
+                self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, chunk, 0.0, '', 0.0, -1),
+                                                              frame_id))
             self.publish_latency('correction', stamp, received, now_ns(),
                                  hit=proposal is not None, dropped=self.slot.dropped)
 

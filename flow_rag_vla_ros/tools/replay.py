@@ -135,7 +135,7 @@ def _make_replayer(context):
 
         def on_correction(self, msg):
             correction = self._keep('correction', msg_to_correction, msg)
-            if correction is not None:
+            if correction is not None and correction.is_alarm:
                 self.alarms.add(correction.source_stamp_ns)
 
         def on_embedding(self, msg):

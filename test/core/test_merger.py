@@ -134,6 +134,14 @@ def test_wait_mode_emits_at_the_deadline_without_a_correction():
     assert (cmd.state, cmd.source_stamp_ns, cmd.record.reason) == ('ok', S, 'none') and cmd.action[0] == 0.5
 
 
+def test_wait_mode_ends_on_an_all_clear_verdict_without_blending_it():
+    m = merger(wait_for_correction=True, **FREE)
+    assert m.on_chunk(S, const(0.5), S + 10 * MS) is None
+    cmd = m.on_correction(S, corr(const(0.5), confidence=0.0, failure_type=''), S + 12 * MS)  # "all clear"
+    assert (cmd.state, cmd.source_stamp_ns, cmd.record.used_correction) == ('ok', S, False)
+    assert cmd.record.reason == 'low_confidence' and cmd.action[0] == 0.5
+
+
 def test_wait_mode_does_not_wait_when_it_cannot_help():
     m = merger(wait_for_correction=True, **FREE)
     assert m.on_chunk(S, const(0.5), S + 30 * MS).state == 'ok'  # already past its deadline

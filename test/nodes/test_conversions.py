@@ -75,6 +75,9 @@ def test_correction_round_trip_is_exact():
     np.testing.assert_array_equal(back.chunk, chunk)
     assert (back.source_stamp_ns, back.failure_type, back.case_id) == (123, 'misalignment', 17)
     assert back.confidence == pytest.approx(0.85)
+    assert back.is_alarm
+    all_clear = cv.msg_to_correction(cv.correction_to_msg(cv.CorrectionMsg(123, chunk, 0.0, '', 0.0, -1), 'cam'))
+    assert not all_clear.is_alarm and all_clear.failure_type == ''
 
 
 def test_command_rejects_nan():

@@ -134,6 +134,7 @@ def export_verified(module, path: str | os.PathLike, input_names: Sequence[str],
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; a model file is installed and read by other users
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
         os.replace(tmp, path)

@@ -17,6 +17,8 @@ from flow_rag_vla_ros.core.export import (POLICY_INPUTS, ExportError, export_pol
 def test_export_matches_torch_on_random_and_real_inputs(exported_dir, standin_policy):
     report = json.loads((exported_dir / 'export.json').read_text())
     assert report['opset'] >= 17 and report['export_mode'] == 'unrolled_sampler'
+    # installed model files are read by other users (colcon install, docker): not mkstemp's owner-only mode
+    assert all((exported_dir / f).stat().st_mode & 0o777 == 0o644 for f in ('vision.onnx', 'policy.onnx'))
     for part in ('vision', 'policy'):
         errors = report['files'][part]['relative_error']
         assert set(errors) == {'random', 'real'}

@@ -28,6 +28,9 @@ Failure events report ``event='failure'`` and the ``failure_type``; the episode 
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -115,6 +118,20 @@ class StepInfo:
     state: dict = field(default_factory=dict)  # privileged_state() after the step
 
 
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    """PyBullet's connect() printf()s its options to fd 1, into a CLI's results table or JSON on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, 'wb') as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class PandaEnv:
     """One panda-gym env (own PyBullet client) with the project's observation/action layout."""
 
@@ -124,7 +141,8 @@ class PandaEnv:
         self.instruction = INSTRUCTIONS[self.task]
         self.has_gripper = self.task == 'pick_and_place'
         # .unwrapped: we manage episode length and events ourselves (no TimeLimit / checker wrappers)
-        self.gym_env = gym.make(GYM_IDS[self.task], control_type='ee', renderer='Tiny').unwrapped
+        with _c_stdout_silenced():
+            self.gym_env = gym.make(GYM_IDS[self.task], control_type='ee', renderer='Tiny').unwrapped
         self.sim = self.gym_env.sim
         self.client = self.sim.physics_client
         self.ids = dict(self.sim._bodies_idx)

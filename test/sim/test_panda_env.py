@@ -146,3 +146,12 @@ def test_drop_when_opening_mid_air(pick_env):
         return a
     info = run_until_done(pick_env, lift_then_open)
     assert (info.event, info.failure_type) == ('failure', 'drop')
+
+
+def test_creating_an_env_prints_nothing_on_stdout(capfd):
+    """PyBullet's connect() printf()s its options; CLIs print results tables and JSON on the same stdout."""
+    print('before', flush=True)
+    env = PandaEnv(SimConfig(task='reach', render=False))
+    print('after', flush=True)
+    env.close()
+    assert capfd.readouterr().out.split() == ['before', 'after']

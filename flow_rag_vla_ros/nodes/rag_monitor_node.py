@@ -170,17 +170,24 @@ class RagMonitorNode(StackNode):
             except Exception as e:  # a retrieval bug must not kill the monitor thread
                 self.get_logger().error(f'retrieval failed for frame {stamp}: {e!r}')
                 continue
-            if proposal is not None:
-                self.correction_pub.publish(correction_to_msg(CorrectionMsg(
-                    stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
-                    proposal.similarity, proposal.case_id), frame_id))
-            elif self.topics.mode == 'sequential' and chunk is not None:
-                # the merger holds this frame's chunk for our verdict: say "all clear" rather than let it
-                # wait out the deadline (confidence 0 is never blended in)
-                self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, chunk, 0.0, '', 0.0, -1),
-                                                              frame_id))
-            self.publish_latency('correction', stamp, received, now_ns(),
-                                 hit=proposal is not None, dropped=self.slot.dropped)
+            try:
+                self._publish_verdict(stamp, frame_id, chunk, proposal)
+                self.publish_latency('correction', stamp, received, now_ns(),
+                                     hit=proposal is not None, dropped=self.slot.dropped)
+            except Exception as e:
+                if not (self.running and self.context.ok()):
+                    return  # SIGTERM shut the context down under us: nothing left to publish to
+                self.get_logger().error(f'publishing the verdict for frame {stamp} failed: {e!r}')
+
+    def _publish_verdict(self, stamp: int, frame_id: str, chunk, proposal) -> None:
+        if proposal is not None:
+            self.correction_pub.publish(correction_to_msg(CorrectionMsg(
+                stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
+                proposal.similarity, proposal.case_id), frame_id))
+        elif self.topics.mode == 'sequential' and chunk is not None:
+            # the merger holds this frame's chunk for our verdict: say "all clear" rather than let it
+            # wait out the deadline (confidence 0 is never blended in)
+            self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, chunk, 0.0, '', 0.0, -1), frame_id))
 
     def close(self) -> None:
         self.running = False

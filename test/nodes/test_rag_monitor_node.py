@@ -1,4 +1,4 @@
-"""The RAG monitor's retrieval thread yields the CPU to the policy path in parallel mode (per-thread nice)."""
+"""RAG monitor node: the retrieval thread yields the CPU to the policy path (per-thread nice) and survives shutdown."""
 import os
 import time
 
@@ -34,3 +34,25 @@ def test_retrieval_thread_nice(mode, expected_increase):
             node.close()
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_retrieval_thread_ends_quietly_when_the_context_shuts_down_under_it(monkeypatch):
+    """SIGTERM shuts the context down before close(): a verdict published then must not crash the thread."""
+    import threading
+
+    import numpy as np
+    crashes = []
+    monkeypatch.setattr(threading, 'excepthook', crashes.append)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = RagMonitorNode(context=context, parameter_overrides=[Parameter('mode', value='sequential')])
+    try:
+        node.language = np.full(384, 384 ** -0.5, np.float32)  # as if the instruction embedding had arrived
+        rclpy.shutdown(context=context)  # what rclpy's SIGTERM handler does
+        node.slot.put((1, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32),
+                       np.zeros((8, 4), np.float32), time.monotonic_ns()))
+        node.worker.join(timeout=5.0)
+        assert not node.worker.is_alive() and crashes == []
+    finally:
+        node.close()
+        node.destroy_node()

@@ -13,16 +13,40 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
   $FRV collect --task all --episodes 400 --seed 1000 --out data/demos --workers 2      # reach 400, then:
   $FRV collect --task push --episodes 600 --seed 1000 --out data/demos --workers 2
   $FRV collect --task pick_and_place --episodes 800 --seed 1000 --out data/demos --workers 2
-  $FRV collect --task reach --episodes 2000 --seed 20000 --out data/reach_big --workers 2 ;;
+  $FRV collect --task reach --episodes 1500 --seed 20000 --out data/reach_2cam --cameras scene side --workers 2 ;;
 train)
+  $FRV train --config config/train_reach.yaml && $FRV export --checkpoint models/reach_v1 --out models/reach_v1
   $FRV train --config config/train_reach_v2.yaml && $FRV export --checkpoint models/reach_v2 --out models/reach_v2
   $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v1 --out models/vla_v1 ;;
 results|all)
   # issue 2 / 3: success through the real node graph (lockstep), shipped Reach model
   $FRV sim --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
+  $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
+      --json "$OUT/inprocess_reach_v2_200.json"
   # issue 7: ablation (same episodes and seeds for every pipeline), markdown + plots
   $FRV eval --task reach --pipelines flow_only rag_only sequential parallel --episodes 20 --seed 0 \
       --checkpoint models/reach_v2 --json "$OUT/ablation.json" --report-dir "$OUT/ablation"
+  $FRV eval --task reach --scenario shifted_camera --pipelines flow_only rag_only sequential parallel \
+      --episodes 20 --seed 0 --checkpoint models/reach_v2 --json "$OUT/ablation_shifted_camera.json" \
+      --report-dir "$OUT/ablation_shifted_camera"
+  # issue 4: RAG memory vs injected failures (flow_only vs parallel, same seeds)
+  for scenario in heavy_cube slippery_zone external_push; do
+    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v1 \
+        --pipelines flow_only parallel --json "$OUT/rag_push_$scenario.json"
+  done
+  $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
+      --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
+  # issue 7: lockstep replay of a recorded run reproduces its commands
+  rm -rf /tmp/reproduce_bag
+  $FRV sim --task reach --episodes 3 --seed 11 --pipeline flow_only --record /tmp/reproduce_bag
+  $FRV replay /tmp/reproduce_bag --rate 0 --pipeline flow_only --json "$OUT/replay_lockstep.json"
+  # issue 6: int8 vs fp32 success (same pipeline logic in-process, same episodes)
+  for backend in onnxruntime onnxruntime-int8; do
+    $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint models/reach_v2 \
+        --backend "$backend" --pipelines flow_only --json "$OUT/reach_v2_$backend.json"
+    $FRV eval --in-process --task push --episodes 50 --seed 3000 --checkpoint models/vla_v1 \
+        --backend "$backend" --pipelines flow_only --json "$OUT/push_vla_v1_$backend.json"
+  done
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends

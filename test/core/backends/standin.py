@@ -13,6 +13,7 @@ from torch import nn
 @dataclass
 class StandInConfig:
     image_size: int = 32
+    n_cameras: int = 1  # the frame is image_size x (image_size * n_cameras), as in FlowPolicyConfig
     vision_dim: int = 32
     d_model: int = 64
     n_layers: int = 2

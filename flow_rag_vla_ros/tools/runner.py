@@ -97,10 +97,12 @@ def _make_collector(context):
             self.command_paths: dict[str, int] = {}
             self.corrections_used = 0
             self.nodes_seen: set[str] = set()
+            self.messages = 0
             self.create_subscription(DiagnosticArray, '/vla/latency', self.on_latency, qos.EVENTS)
             self.create_timer(0.5, self.on_graph)
 
         def on_latency(self, msg):
+            self.messages += 1
             stamp = stamp_to_ns(msg.header.stamp)
             for status in msg.status:
                 kv = key_values(status)
@@ -140,6 +142,17 @@ def _peak_rss_mb(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def _drain(executor, collector, quiet_s: float = 0.2, limit_s: float = 1.0) -> None:
+    """The merger publishes a command's latency record just after the command: the sim can finish on the last
+    command before the collector has its record. Spin until /vla/latency has been quiet for `quiet_s`."""
+    end = time.monotonic() + limit_s
+    seen, quiet_since = collector.messages, time.monotonic()
+    while time.monotonic() < end and time.monotonic() - quiet_since < quiet_s:
+        executor.spin_once(timeout_sec=0.05)
+        if collector.messages != seen:
+            seen, quiet_since = collector.messages, time.monotonic()
+
+
 def run_stack(spec: RunSpec) -> dict:
     """Run the episodes (or `max_frames` real-time frames) through the real node graph; return results."""
     import rclpy
@@ -174,6 +187,7 @@ def run_stack(spec: RunSpec) -> dict:
                 dead = [n for n, ok in stack.alive().items() if not ok]
                 if dead:
                     raise RuntimeError(f'stack process(es) {dead} exited; see logs in {spec.log_dir}')
+            _drain(executor, collector)
             collector.on_graph()
             rss = _peak_rss_mb({n: p.pid for n, p in stack.processes.items()})
             results = [asdict(r) for r in sim.results]

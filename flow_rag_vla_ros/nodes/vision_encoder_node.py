@@ -46,6 +46,7 @@ class VisionEncoderNode(StackNode):
         self.expected_hw = (cfg.image_height or size[0], cfg.image_width or size[1])
         self.features_pub = self.create_publisher(Image, cfg.features_topic, qos.SENSOR)
         self.embedding_pub = self.create_publisher(Float32MultiArray, cfg.embedding_topic, qos.LATCHED)
+        self.instruction = ''
         self.create_subscription(Image, cfg.image_topic, self.on_image, qos.SENSOR)
         self.create_subscription(String, cfg.instruction_topic, self.on_instruction, qos.LATCHED)
         self.get_logger().info(f'vision encoder ready: backend={self.backend.name} checkpoint={ckpt}')
@@ -69,7 +70,9 @@ class VisionEncoderNode(StackNode):
         embedding = np.asarray(self.embedder.embed(text), dtype=np.float32)  # (384,)
         layout = MultiArrayLayout(dim=[MultiArrayDimension(label=text, size=embedding.size, stride=embedding.size)])
         self.embedding_pub.publish(Float32MultiArray(layout=layout, data=embedding.tolist()))
-        self.get_logger().info(f'instruction: {text!r}')
+        if text != self.instruction:  # the sim re-sends it every episode; log changes only
+            self.get_logger().info(f'instruction: {text!r}')
+            self.instruction = text
 
 
 def main(args=None):

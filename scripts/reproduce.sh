@@ -23,6 +23,14 @@ results|all)
   $FRV sim --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
   $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
       --json "$OUT/inprocess_reach_v2_200.json"
+  # issue 3: the multi-task model and the scripted experts' ceiling on the same seeds (push: see the int8 loop)
+  for task in reach pick_and_place; do
+    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v1 --backend onnxruntime \
+        --pipelines flow_only --json "$OUT/${task}_vla_v1_onnxruntime.json"
+  done
+  rm -rf /tmp/reproduce_experts
+  $FRV collect --task all --episodes 50 --seed 3000 --out /tmp/reproduce_experts --workers 2 --no-progress
+  cp /tmp/reproduce_experts/meta.json "$OUT/expert_ceiling_seed3000.json"
   # issue 7: ablation (same episodes and seeds for every pipeline), markdown + plots
   $FRV eval --task reach --pipelines flow_only rag_only sequential parallel --episodes 20 --seed 0 \
       --checkpoint models/reach_v2 --json "$OUT/ablation.json" --report-dir "$OUT/ablation"

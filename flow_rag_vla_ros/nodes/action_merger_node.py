@@ -66,10 +66,8 @@ class ActionMergerNode(StackNode):
     def on_chunk(self, msg: JointTrajectory) -> None:
         received = now_ns()
         stamp = stamp_to_ns(msg.header.stamp)
-        try:
-            chunk = msg_to_chunk(msg)
-        except ValueError as e:
-            self.reject('chunk', e)
+        chunk = self.parse('chunk', msg_to_chunk, msg)
+        if chunk is None:
             return
         self.watchdog.reset()
         self.frame_ids[stamp] = msg.header.frame_id
@@ -102,10 +100,8 @@ class ActionMergerNode(StackNode):
 
     def on_correction(self, msg: DiagnosticArray) -> None:
         received = now_ns()
-        try:
-            correction = msg_to_correction(msg)
-        except (ValueError, KeyError) as e:
-            self.reject('correction', e)
+        correction = self.parse('correction', msg_to_correction, msg, errors=(ValueError, KeyError))
+        if correction is None:
             return
         command = self.merger.on_correction(correction.source_stamp_ns, correction, received)
         if command is not None:  # sequential pipeline: the command waited for this correction

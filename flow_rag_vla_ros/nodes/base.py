@@ -40,6 +40,14 @@ class StackNode(Node):
         self.bad_inputs += 1
         self.get_logger().error(f'dropped {what}: {error}')
 
+    def parse(self, what: str, convert: Callable, *args, errors: tuple = (ValueError,)):
+        """`convert(*args)` (a message -> array conversion), or None after `reject` when it raises `errors`."""
+        try:
+            return convert(*args)
+        except errors as e:
+            self.reject(what, e)
+            return None
+
 
 def run_node(factory: Callable[[], Node], args=None) -> None:
     """Standard main(): init, spin until Ctrl-C / SIGTERM, clean shutdown."""

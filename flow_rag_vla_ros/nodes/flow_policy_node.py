@@ -54,10 +54,8 @@ class FlowPolicyNode(StackNode):
         self.get_logger().info(f'flow policy ready: backend={self.backend.name} checkpoint={ckpt}')
 
     def on_ee_state(self, msg: JointState) -> None:
-        try:
-            proprio = msg_to_proprio(msg)
-        except ValueError as e:
-            self.reject('joint state', e)
+        proprio = self.parse('joint state', msg_to_proprio, msg)
+        if proprio is None:
             return
         self.proprio[stamp_to_ns(msg.header.stamp)] = proprio
         while len(self.proprio) > 32:
@@ -83,10 +81,8 @@ class FlowPolicyNode(StackNode):
     def on_features(self, msg: Image) -> None:
         received = now_ns()
         stamp = stamp_to_ns(msg.header.stamp)
-        try:
-            tokens = msg_to_features(msg)
-        except ValueError as e:
-            self.reject('features', e)
+        tokens = self.parse('features', msg_to_features, msg)
+        if tokens is None:
             return
         proprio = self._proprio_for(stamp)
         if proprio is None or self.language is None:

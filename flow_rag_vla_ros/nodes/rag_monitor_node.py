@@ -94,10 +94,9 @@ class RagMonitorNode(StackNode):
 
     # -- inputs (cheap: never block the executor) ---------------------------------------------------
     def on_ee_state(self, msg: JointState) -> None:
-        try:
-            self.proprio.append((stamp_to_ns(msg.header.stamp), msg_to_proprio(msg)))
-        except ValueError as e:
-            self.reject('joint state', e)
+        proprio = self.parse('joint state', msg_to_proprio, msg)
+        if proprio is not None:
+            self.proprio.append((stamp_to_ns(msg.header.stamp), proprio))
 
     def on_embedding(self, msg: Float32MultiArray) -> None:
         self.language = np.asarray(msg.data, dtype=np.float32)
@@ -110,10 +109,8 @@ class RagMonitorNode(StackNode):
 
     def on_features(self, msg: Image) -> None:
         received = now_ns()
-        try:
-            tokens = msg_to_features(msg)
-        except ValueError as e:
-            self.reject('features', e)
+        tokens = self.parse('features', msg_to_features, msg)
+        if tokens is None:
             return
         stamp = stamp_to_ns(msg.header.stamp)
         proprio = self._proprio_for(stamp)
@@ -129,10 +126,8 @@ class RagMonitorNode(StackNode):
     def on_chunk(self, msg: JointTrajectory) -> None:
         received = now_ns()
         stamp = stamp_to_ns(msg.header.stamp)
-        try:
-            chunk = msg_to_chunk(msg)
-        except ValueError as e:
-            self.reject('chunk', e)
+        chunk = self.parse('chunk', msg_to_chunk, msg)
+        if chunk is None:
             return
         self.monitor.observe_chunk(stamp, chunk)
         if self.topics.mode == 'sequential' and stamp in self.pending_tokens:

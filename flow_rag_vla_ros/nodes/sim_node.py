@@ -169,10 +169,8 @@ class SimNode(StackNode):
 
     # -- callbacks ------------------------------------------------------------------------------
     def on_command(self, msg: JointState) -> None:
-        try:
-            action = msg_to_command(msg)
-        except ValueError as e:
-            self.reject('command', e)
+        action = self.parse('command', msg_to_command, msg)
+        if action is None:
             return
         stamp = stamp_to_ns(msg.header.stamp)
         if self.config.clock_mode == 'realtime':

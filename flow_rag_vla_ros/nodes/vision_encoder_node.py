@@ -53,10 +53,8 @@ class VisionEncoderNode(StackNode):
 
     def on_image(self, msg: Image) -> None:
         received = now_ns()
-        try:
-            image = image_to_array(msg, self.expected_hw)
-        except ValueError as e:
-            self.reject('image', e)
+        image = self.parse('image', image_to_array, msg, self.expected_hw)
+        if image is None:
             return
         tokens = self.backend.encode(image)  # (N, C)
         self.features_pub.publish(features_to_msg(tokens, stamp_to_ns(msg.header.stamp), msg.header.frame_id))

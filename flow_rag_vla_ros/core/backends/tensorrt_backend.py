@@ -169,7 +169,8 @@ def _load_torch2trt(checkpoint_dir: Path, parts, device, precision, cache: Engin
 
         data, built = cache.get_or_build(checkpoint_dir / f'torch2trt_{part}', key, build)
         trt_module = TRTModule()
-        trt_module.load_state_dict(torch.load(io.BytesIO(data), weights_only=False))
+        # the cached state dict is plain containers + engine bytes: no pickled code may run from a cache file
+        trt_module.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
         modules[part] = trt_module
     return Torch2TRTBackend(modules, preprocess, image_shape, horizon, device)
 

@@ -7,6 +7,13 @@ quantisation of convolutions is slower than fp32 in ONNX Runtime on CPU). The re
 the fp32 file with a JSON sidecar holding the source file's sha256; a changed `policy.onnx` (re-export)
 re-quantises. Loading a cached int8 model imports no torch; quantising does (ORT's `quant_pre_process`
 imports `onnxruntime.tools`, which imports torch), so `flow-rag-vla export --int8` quantises ahead of time.
+
+Which MatMuls stay fp32 (`KEEP_FP32`, node-name patterns): measured on 84 recorded Reach states
+(reach_v2, max |action - fp32| per state, median): everything int8 0.21; the noisy-action input projection
+alone causes most of it (its input has 4 features, so a per-tensor uint8 activation scale over the noise's
+range is coarse, and the error re-enters at every one of the K Euler steps); keeping it and the context
+path (projector, context blocks, the per-block context K/V, all run once per call) in fp32 leaves 0.05.
+The kept MatMuls are a small share of the FLOPs (the action blocks run K times), so the speed is the same.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from pathlib import Path
 from flow_rag_vla_ros.core.backends.engine_cache import sha256_file
 
 QUANT_OPS = ('MatMul', 'Gemm')
+KEEP_FP32 = ('action_in_proj', 'context_projector', 'context_blocks', 'ctx_[kv]')  # see the module docstring
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +51,8 @@ def cached_int8(fp32_path: str | os.PathLike) -> Path | None:
         return None
     if stored.get('source_sha256') != sha256_file(fp32_path) or stored.get('sha256') != sha256_file(out):
         return None
+    if stored.get('keep_fp32') != list(KEEP_FP32):  # made with another recipe
+        return None
     return out
 
 
@@ -62,11 +72,27 @@ def quantize_expert(fp32_path: str | os.PathLike, per_channel: bool = True) -> P
             source = pre
         except Exception as e:  # pre-processing is an optimisation; quantise the plain graph instead
             log.info('quant_pre_process failed on %s (%s); quantising without it', fp32_path.name, e)
+        keep = kept_fp32_nodes(source)
         quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(QUANT_OPS))
+                         op_types_to_quantize=list(QUANT_OPS), nodes_to_exclude=keep)
         os.replace(tmp, out)
     meta = {'source': fp32_path.name, 'source_sha256': sha256_file(fp32_path), 'sha256': sha256_file(out),
             'preprocessed': source != str(fp32_path),
-            'weight_type': 'QInt8', 'per_channel': per_channel, 'op_types': list(QUANT_OPS)}
+            'weight_type': 'QInt8', 'per_channel': per_channel, 'op_types': list(QUANT_OPS),
+            'keep_fp32': list(KEEP_FP32), 'kept_fp32_nodes': len(keep) // 2}
     _sidecar(out).write_text(json.dumps(meta, indent=2))
     return out
+
+
+def kept_fp32_nodes(onnx_path: str | os.PathLike, patterns: tuple[str, ...] = KEEP_FP32) -> list[str]:
+    """Names to pass as `nodes_to_exclude` for the MatMul/Gemm nodes whose name matches a pattern.
+
+    The dynamic quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
+    exclusion list against the new name, so each match is listed under both names.
+    """
+    import re
+
+    import onnx
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    names = [n.name for n in graph.node if n.op_type in QUANT_OPS and any(re.search(p, n.name) for p in patterns)]
+    return [alias for name in names for alias in (name, name + '_MatMul')]

@@ -39,7 +39,7 @@ class Block(nn.Module):
         super().__init__()
         self.heads = heads
         self.q, self.out = nn.Linear(d, d), nn.Linear(d, d)
-        self.k_ctx, self.v_ctx = nn.Linear(d, d), nn.Linear(d, d)
+        self.ctx_k, self.ctx_v = nn.Linear(d, d), nn.Linear(d, d)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
@@ -48,7 +48,7 @@ class Block(nn.Module):
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
     def context(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.split(self.k_ctx(ctx)), self.split(self.v_ctx(ctx))
+        return self.split(self.ctx_k(ctx)), self.split(self.ctx_v(ctx))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q = self.split(self.q(self.norm1(x)))
@@ -57,18 +57,28 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class ContextProjector(nn.Module):
+    def __init__(self, c: StandInConfig):
+        super().__init__()
+        self.visual = nn.Linear(c.vision_dim, c.d_model)
+        self.proprio = nn.Linear(c.proprio_dim, c.d_model)
+        self.language = nn.Linear(c.language_dim, c.d_model)
+
+    def forward(self, tokens, proprio, language):
+        return torch.cat([self.visual(tokens), self.proprio(proprio)[:, None], self.language(language)[:, None]],
+                         1)  # (B, N + 2, D)
+
+
 class StandInPolicy(nn.Module):
     def __init__(self, config: StandInConfig | None = None):
         super().__init__()
         self.config = c = config or StandInConfig()
         self.vision = StandInVision(c)
-        self.tok_proj = nn.Linear(c.vision_dim, c.d_model)
-        self.prop_proj = nn.Linear(c.proprio_dim, c.d_model)
-        self.lang_proj = nn.Linear(c.language_dim, c.d_model)
-        self.act_in = nn.Linear(c.action_dim + c.d_model, c.d_model)
+        self.context_projector = ContextProjector(c)
+        self.action_in_proj = nn.Linear(c.action_dim + c.d_model, c.d_model)
         self.pos = nn.Parameter(0.02 * torch.randn(1, c.horizon, c.d_model))
         self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads) for _ in range(c.n_layers))
-        self.act_out = nn.Linear(c.d_model, c.action_dim)
+        self.action_out_proj = nn.Linear(c.d_model, c.action_dim)
         self.register_buffer('proprio_mean', torch.linspace(-0.5, 0.5, c.proprio_dim))
         self.register_buffer('proprio_std', torch.linspace(0.5, 1.5, c.proprio_dim))
         self.register_buffer('action_mean', torch.zeros(c.action_dim))
@@ -76,7 +86,7 @@ class StandInPolicy(nn.Module):
 
     def context_kv(self, tokens, proprio, language):
         p = (proprio - self.proprio_mean) / self.proprio_std
-        ctx = torch.cat([self.tok_proj(tokens), self.prop_proj(p)[:, None], self.lang_proj(language)[:, None]], 1)
+        ctx = self.context_projector(tokens, p, language)
         return [blk.context(ctx) for blk in self.blocks]
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
@@ -87,10 +97,10 @@ class StandInPolicy(nn.Module):
 
     def velocity(self, x, t, kv):
         temb = self.time_embedding(t)[:, None].expand(x.shape[0], x.shape[1], -1)
-        h = self.act_in(torch.cat([x, temb], -1)) + self.pos
+        h = self.action_in_proj(torch.cat([x, temb], -1)) + self.pos
         for blk, (k, v) in zip(self.blocks, kv):
             h = blk(h, k, v)
-        return self.act_out(h)
+        return self.action_out_proj(h)
 
     def sample_actions(self, visual_tokens, proprio, language, noise):
         kv = self.context_kv(visual_tokens, proprio, language)

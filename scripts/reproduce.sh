@@ -17,16 +17,23 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
 train)
   $FRV train --config config/train_reach.yaml && $FRV export --checkpoint models/reach_v1 --out models/reach_v1
   $FRV train --config config/train_reach_v2.yaml && $FRV export --checkpoint models/reach_v2 --out models/reach_v2
-  $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v1 --out models/vla_v1 ;;
+  $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v1 --out models/vla_v1
+  $FRV train --config config/train_vla_mlp.yaml &&
+      $FRV export --checkpoint models/vla_mlp_v1 --out models/vla_mlp_v1 --dataset data/demos ;;
 results|all)
   # issue 2 / 3: success through the real node graph (lockstep), shipped Reach model
   $FRV sim --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
   $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
       --json "$OUT/inprocess_reach_v2_200.json"
-  # issue 3: the multi-task model and the scripted experts' ceiling on the same seeds (push: see the int8 loop)
+  # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
+  # (vla_v1 on push: see the int8 loop)
   for task in reach pick_and_place; do
     $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v1 --backend onnxruntime \
         --pipelines flow_only --json "$OUT/${task}_vla_v1_onnxruntime.json"
+  done
+  for task in reach push pick_and_place; do
+    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v1 \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/${task}_vla_mlp_v1_onnxruntime.json"
   done
   rm -rf /tmp/reproduce_experts
   $FRV collect --task all --episodes 50 --seed 3000 --out /tmp/reproduce_experts --workers 2 --no-progress

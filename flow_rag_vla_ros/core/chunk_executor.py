@@ -111,6 +111,10 @@ class ChunkExecutor:
     def clear(self) -> None:
         self.chunks = []
 
+    def drop_through(self, key: int) -> None:
+        """Forget the chunks whose key (source frame stamp) is <= `key`."""
+        self.chunks = [c for c in self.chunks if c.key > key]
+
     # -- output -------------------------------------------------------------------------------------
     def _weighted(self, t_ns: int) -> list[tuple[_Chunk, int, float]]:
         """(chunk, action index, normalised weight) for every chunk covering `t_ns`, newest first."""

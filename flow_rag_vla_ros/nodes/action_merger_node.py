@@ -23,6 +23,8 @@ class MergerTopicsConfig:
     correction_topic: str = param('/vla/correction', 'input RAG corrections (DiagnosticArray)')
     command_topic: str = param('/robot/command', 'output command (JointState, velocity = action)')
     diagnostics_topic: str = param('/diagnostics', 'watchdog / health diagnostics')
+    events_topic: str = param('/task/events', "episode events: a 'start' restarts the merger (drops the "
+                                              "previous episode's queue); empty = never")
     frame_id: str = param('scene_camera', 'frame_id for commands produced by the timer (hold)')
 
 
@@ -40,6 +42,8 @@ class ActionMergerNode(StackNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.diagnostics_topic, qos.RELIABLE)
         self.create_subscription(JointTrajectory, topics.chunk_topic, self.on_chunk, qos.RELIABLE)
         self.create_subscription(DiagnosticArray, topics.correction_topic, self.on_correction, qos.RELIABLE)
+        if topics.events_topic:
+            self.create_subscription(DiagnosticArray, topics.events_topic, self.on_event, qos.EVENTS)
         self.timer = self.create_timer(self.merger_config.control_period_s, self.on_timer)
         # fires exactly stale_timeout_s after the last chunk (reset by every chunk), so the hold does not
         # wait for the next control tick
@@ -106,6 +110,10 @@ class ActionMergerNode(StackNode):
         command = self.merger.on_correction(correction.source_stamp_ns, correction, received)
         if command is not None:  # sequential pipeline: the command waited for this correction
             self._publish(command, received, 'correction')
+
+    def on_event(self, msg: DiagnosticArray) -> None:
+        if any(status.name == 'episode' and status.message == 'start' for status in msg.status):
+            self.merger.restart(stamp_to_ns(msg.header.stamp))
 
     def on_timer(self) -> None:
         t = now_ns()

@@ -12,7 +12,7 @@
          sequential: merger.on_chunk (waits) -> assess with this chunk -> on_correction or the deadline tick
       -> monitor.observe_chunk(stamp_k, chunk)
       -> env.step(command)  (a missing command = hold: zero motion, gripper unchanged, like the sim node)
-    events: monitor.on_event('start', '', {task, episode, seed}) at each reset;
+    events: monitor.on_event('start', '', {task, episode, seed}), merger.restart(last stamp) at each reset;
             on_event(event, failure_type, {...}) when the episode ends (exactly what the sim node publishes).
 
 Timing is virtual: frame k is stamped `k * dt` and every message "arrives" at its source stamp plus
@@ -21,8 +21,8 @@ Timing is virtual: frame k is stamped `k * dt` and every message "arrives" at it
 retrieval (~1 ms) usually finishes before the policy's chunk, which is the order used here; the graph is
 racy about this, this loop is deterministic (same seed -> identical results).
 
-Like the graph, ONE merger and ONE monitor live for the whole run (the merger's queue and rate limiter
-carry over episode boundaries), and one warm-up frame (the sim's initial reset with the run seed) goes
+Like the graph, ONE merger and ONE monitor live for the whole run (the merger drops its queue and restarts
+its rate limiter at each episode start, as the node does on the 'start' event), and one warm-up frame (the sim's initial reset with the run seed) goes
 through the stack before episode 0 (its command only starts the run).
 
 Parameters come from `config/stack.yaml` (rag_monitor / action_merger sections, as the nodes read them)
@@ -184,6 +184,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         for episode in range(episodes):
             ep_seed = seed + episode
             obs = env.reset(seed=ep_seed)
+            act_merger.restart(frame[0] * dt_ns)  # the merger node's answer to the 'start' event
             if mon is not None:
                 mon.on_event('start', '', {'episode': episode, 'task': task, 'step': 0, 'seed': ep_seed,
                                            'scenario': scenario})

@@ -12,6 +12,7 @@ MS = 1_000_000
 DT = 40 * MS
 S = 1_000_000_000  # frame stamp (ns)
 FREE = {'max_delta_per_step': [10.0] * 4}  # no rate limiting: values are exact
+LIMIT = {'max_delta_per_step': [0.5, 0.5, 0.5, 2.0]}  # a tight rate limit whose effect shows
 DELTA = np.array(MergerConfig().max_delta_per_step)
 
 
@@ -187,7 +188,7 @@ def test_nan_and_inf_never_reach_the_output():
 
 
 def test_watchdog_holds_within_two_periods_and_resumes_without_a_jump():
-    m = merger()
+    m = merger(**LIMIT)
     for k in range(6):  # a healthy stream: one chunk per period, ticks between
         m.on_chunk(S + k * DT, const(0.8), S + k * DT + 15 * MS)
         assert m.tick(S + k * DT + 30 * MS).state == 'ok'
@@ -236,7 +237,7 @@ def test_frames_clock_answers_a_resent_frame_with_the_same_command():
     chunks = [const(1.0), const(-1.0), const(0.2)]
 
     def run(resends):
-        m, out = merger(clock='frames'), []
+        m, out = merger(clock='frames', **LIMIT), []
         for k, c in enumerate(chunks):
             stamp = S + k * DT
             first = m.on_chunk(stamp, c, stamp + 5 * MS)
@@ -252,6 +253,29 @@ def test_frames_clock_answers_a_resent_frame_with_the_same_command():
     np.testing.assert_allclose(once[:2, 0], [0.5, 0.0])  # rate-limited: at most 0.5 per step
 
 
+@pytest.mark.parametrize('clock', ['frames', 'time'])
+def test_episode_restart_drops_the_old_queue_and_restarts_the_rate_limit(clock):
+    m = merger(clock=clock, **LIMIT)
+    for k in range(3):  # the previous episode ends moving at full speed, gripper closed
+        m.on_chunk(S + k * DT, np.tile([1.0, 1.0, 1.0, -1.0], (8, 1)), S + k * DT + 5 * MS)
+    last = S + 2 * DT
+    m.restart(last)  # the 'start' event carries the previous episode's last frame stamp
+    assert m.remaining(last + DT) == 0
+    first = m.on_chunk(last + DT, np.tile([-1.0, 0.2, 0.0, 1.0], (8, 1)), last + DT + 5 * MS)
+    # only the new chunk, rate-limited from zero motion (not from the old +1), gripper free to open
+    np.testing.assert_allclose(first.action, [-0.5, 0.2, 0.0, 1.0])
+    assert first.sources == (last + DT,)
+
+
+def test_episode_restart_keeps_chunks_of_the_new_episode():
+    m = merger(clock='frames', **FREE)
+    m.on_chunk(S, const(0.9), S + 5 * MS)
+    m.on_chunk(S + DT, const(0.1), S + DT + 5 * MS)  # the new episode's first chunk beat the event
+    m.restart(S)
+    nxt = m.on_chunk(S + 2 * DT, const(0.3), S + 2 * DT + 5 * MS)
+    assert set(nxt.sources) == {S + DT, S + 2 * DT}  # the old episode's chunk is gone, the new ones stay
+
+
 def test_refill_trigger_follows_the_queue():
     m = merger(refill_fraction=0.5)
     assert m.needs_inference(S)
@@ -265,7 +289,7 @@ def test_frames_clock_does_not_depend_on_inference_time():
     chunks = [rng.uniform(-1, 1, (8, 4)) for _ in range(10)]
     runs = []
     for latency in (5 * MS, 130 * MS):
-        m = merger(clock='frames')
+        m = merger(clock='frames', **LIMIT)
         out = []
         for k, c in enumerate(chunks):
             stamp = S + k * 150 * MS  # a slow lockstep loop

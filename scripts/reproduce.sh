@@ -17,7 +17,8 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
 train)
   $FRV train --config config/train_reach.yaml && $FRV export --checkpoint models/reach_v1 --out models/reach_v1
   $FRV train --config config/train_reach_v2.yaml && $FRV export --checkpoint models/reach_v2 --out models/reach_v2
-  $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v1 --out models/vla_v1
+  $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v2 --out models/vla_v2 --int8 \
+      --dataset data/demos
   $FRV train --config config/train_vla_mlp.yaml &&
       $FRV export --checkpoint models/vla_mlp_v1 --out models/vla_mlp_v1 --dataset data/demos ;;
 results|all)
@@ -26,10 +27,10 @@ results|all)
   $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
       --json "$OUT/inprocess_reach_v2_200.json"
   # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
-  # (vla_v1 on push: see the int8 loop)
+  # (vla_v2 on push: see the int8 loop)
   for task in reach pick_and_place; do
-    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v1 --backend onnxruntime \
-        --pipelines flow_only --json "$OUT/${task}_vla_v1_onnxruntime.json"
+    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v2 --backend onnxruntime \
+        --pipelines flow_only --json "$OUT/${task}_vla_v2_onnxruntime.json"
   done
   for task in reach push pick_and_place; do
     $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v1 \
@@ -46,7 +47,7 @@ results|all)
       --report-dir "$OUT/ablation_shifted_camera"
   # issue 4: RAG memory vs injected failures (flow_only vs parallel, same seeds)
   for scenario in heavy_cube slippery_zone external_push; do
-    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v1 \
+    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v2 \
         --pipelines flow_only parallel --json "$OUT/rag_push_$scenario.json"
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
@@ -59,8 +60,8 @@ results|all)
   for backend in onnxruntime onnxruntime-int8; do
     $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint models/reach_v2 \
         --backend "$backend" --pipelines flow_only --json "$OUT/reach_v2_$backend.json"
-    $FRV eval --in-process --task push --episodes 50 --seed 3000 --checkpoint models/vla_v1 \
-        --backend "$backend" --pipelines flow_only --json "$OUT/push_vla_v1_$backend.json"
+    $FRV eval --in-process --task push --episodes 50 --seed 3000 --checkpoint models/vla_v2 \
+        --backend "$backend" --pipelines flow_only --json "$OUT/push_vla_v2_$backend.json"
   done
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)

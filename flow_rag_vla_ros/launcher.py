@@ -87,7 +87,10 @@ class Stack:
 
 def spawn_node(name: str, params_file: Path, log_dir: str | None = None) -> subprocess.Popen:
     module, _ = NODES[name]
-    out = open(Path(log_dir) / f'{name}.log', 'ab') if log_dir else None
+    out = None
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        out = open(Path(log_dir) / f'{name}.log', 'ab')
     return subprocess.Popen([sys.executable, '-m', module, '--ros-args', '--params-file', str(params_file)],
                             stdout=out, stderr=subprocess.STDOUT if out else None,
                             preexec_fn=_die_with_parent, env=os.environ.copy())

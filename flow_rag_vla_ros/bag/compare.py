@@ -135,6 +135,7 @@ def load_recording(path: str | Path, remaps: dict[str, str] | None = None) -> Re
     # a state with its frame's stamp travels with the frame; others (a robot driver's own rate) stay in the timeline
     rec.timeline = [item for item in rec.timeline
                     if not (item[0] == 'state' and stamp_to_ns(item[2].header.stamp) in frames)]
+    rec.timeline = _events_before_later_frames(rec.timeline)
     # the instruction is latched state: the first one applies from the start even when the recorder
     # received it (transient local, after discovery) just after the first frame
     first = next((i for i, item in enumerate(rec.timeline) if item[0] == 'instruction'), None)
@@ -142,6 +143,24 @@ def load_recording(path: str | Path, remaps: dict[str, str] | None = None) -> Re
         rec.timeline.insert(0, rec.timeline.pop(first))
     assign_episodes(rec.frames, rec.events)
     return rec
+
+
+def _events_before_later_frames(timeline: list[tuple]) -> list[tuple]:
+    """An episode event is stamped with the last frame before it (an episode start: the previous episode's
+    last frame), and the stack acts on it before the next frame's chunk arrives (the merger restarts).
+    The recorder's receive order of the two topics is a race, so an event received after a later-stamped
+    frame is moved back to just before that frame; nothing else moves."""
+    out: list[tuple] = []
+    for item in timeline:
+        if item[0] == 'event':
+            stamp = stamp_to_ns(item[2].header.stamp)
+            later = next((i for i, (kind, _, payload) in enumerate(out)
+                          if kind == 'frame' and payload.stamp_ns > stamp), None)
+            if later is not None:
+                out.insert(later, item)
+                continue
+        out.append(item)
+    return out
 
 
 def assign_episodes(frames: list[Frame], events: list[Event]) -> None:

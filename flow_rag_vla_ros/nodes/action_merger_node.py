@@ -113,7 +113,9 @@ class ActionMergerNode(StackNode):
 
     def on_event(self, msg: DiagnosticArray) -> None:
         if any(status.name == 'episode' and status.message == 'start' for status in msg.status):
-            self.merger.restart(stamp_to_ns(msg.header.stamp))
+            stamp = stamp_to_ns(msg.header.stamp)
+            self.merger.restart(stamp)
+            self.get_logger().info(f'episode start after frame {stamp}: merger restarted')
 
     def on_timer(self) -> None:
         t = now_ns()

@@ -136,3 +136,23 @@ def test_instruction_received_after_the_first_frame_is_replayed_first(tmp_path):
     write_bag(tmp_path / 'bag', sorted(rest + [(topic, first_image_log + 1, instruction)], key=lambda i: i[1]))
     rec = load_recording(tmp_path / 'bag')
     assert rec.timeline[0][0] == 'instruction' and rec.timeline[1][0] == 'frame'
+
+
+def test_an_episode_event_received_after_a_later_frame_is_replayed_before_it():
+    """The recorder's receive order of /task/events and frames races; the stack acted on the event first."""
+    from flow_rag_vla_ros.bag.compare import _events_before_later_frames
+    from flow_rag_vla_ros.nodes.conversions import diagnostic
+
+    def frame(k):
+        return ('frame', 10 * k + 1, Frame(k * DT, 10 * k + 1, None))
+
+    def event(kind, k, log):
+        return ('event', log, diagnostic(k * DT, 'scene_camera', 'episode', kind, {}))
+
+    timeline = [frame(1), frame(2), event('success', 2, 25), frame(3), event('start', 2, 32), frame(4)]
+    out = _events_before_later_frames(timeline)
+    order = [(kind, payload.stamp_ns // DT if kind == 'frame' else payload.status[0].message)
+             for kind, _, payload in out]
+    assert order == [('frame', 1), ('frame', 2), ('event', 'success'), ('event', 'start'), ('frame', 3),
+                     ('frame', 4)]
+    assert _events_before_later_frames(out) == out  # already ordered: unchanged

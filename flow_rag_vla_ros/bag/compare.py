@@ -149,17 +149,20 @@ def _events_before_later_frames(timeline: list[tuple]) -> list[tuple]:
     """An episode event is stamped with the last frame before it (an episode start: the previous episode's
     last frame), and the stack acts on it before the next frame's chunk arrives (the merger restarts).
     The recorder's receive order of the two topics is a race, so an event received after a later-stamped
-    frame is moved back to just before that frame; nothing else moves."""
+    frame is moved back to just before that frame; nothing else moves. Frames are in stamp order (one
+    camera topic), so the search walks back only over the frames stamped after the event."""
     out: list[tuple] = []
     for item in timeline:
+        at = len(out)
         if item[0] == 'event':
             stamp = stamp_to_ns(item[2].header.stamp)
-            later = next((i for i, (kind, _, payload) in enumerate(out)
-                          if kind == 'frame' and payload.stamp_ns > stamp), None)
-            if later is not None:
-                out.insert(later, item)
-                continue
-        out.append(item)
+            for i in range(len(out) - 1, -1, -1):
+                kind, _, payload = out[i]
+                if kind == 'frame':
+                    if payload.stamp_ns <= stamp:
+                        break
+                    at = i
+        out.insert(at, item)
     return out
 
 

@@ -282,7 +282,7 @@ class ActionMerger:
         if self.correction is not None and self.correction.source_stamp_ns <= stamp_ns:
             self.correction = None
         if self.last_emitted_stamp is None or self.last_emitted_stamp <= stamp_ns:
-            self.safety.restart()
+            self.safety.hold()  # commits the hold as the rate limiter's reference
 
     # -- queries ------------------------------------------------------------------------------------
     def remaining(self, now_ns: int) -> int:

@@ -54,10 +54,6 @@ class SafetyFilter:
         action[GRIPPER] = self.last[GRIPPER]
         return action
 
-    def restart(self) -> None:
-        """Rate-limit the next command against the hold (zero motion), not against the last command."""
-        self.last = self.hold_action()
-
     def hold(self) -> np.ndarray:
         """Commit and return the hold command."""
         self.last = self.hold_action()

@@ -22,8 +22,9 @@ retrieval (~1 ms) usually finishes before the policy's chunk, which is the order
 racy about this, this loop is deterministic (same seed -> identical results).
 
 Like the graph, ONE merger and ONE monitor live for the whole run (the merger drops its queue and restarts
-its rate limiter at each episode start, as the node does on the 'start' event), and one warm-up frame (the sim's initial reset with the run seed) goes
-through the stack before episode 0 (its command only starts the run).
+its rate limiter at each episode start, as the node does on the 'start' event), and one warm-up frame (the
+sim's initial reset with the run seed) goes through the stack before episode 0 (its command only starts
+the run).
 
 Parameters come from `config/stack.yaml` (rag_monitor / action_merger sections, as the nodes read them)
 with the per-call overrides on top; the merger runs on the frames clock (what lockstep runs use).

@@ -74,26 +74,24 @@ def quantize_expert(fp32_path: str | os.PathLike, per_channel: bool = True) -> P
         except Exception as e:  # pre-processing is an optimisation; quantise the plain graph instead
             log.info('quant_pre_process failed on %s (%s); quantising without it', fp32_path.name, e)
         keep = kept_fp32_nodes(source)
+        # the quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
+        # exclusion list against the new name: list each node under both names
         quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(QUANT_OPS), nodes_to_exclude=keep)
+                         op_types_to_quantize=list(QUANT_OPS),
+                         nodes_to_exclude=[alias for name in keep for alias in (name, name + '_MatMul')])
         os.replace(tmp, out)
     meta = {'source': fp32_path.name, 'source_sha256': sha256_file(fp32_path), 'sha256': sha256_file(out),
             'preprocessed': source != str(fp32_path),
             'weight_type': 'QInt8', 'per_channel': per_channel, 'op_types': list(QUANT_OPS),
-            'keep_fp32': list(KEEP_FP32), 'kept_fp32_nodes': len(keep) // 2}
+            'keep_fp32': list(KEEP_FP32), 'kept_fp32_nodes': len(keep)}
     _sidecar(out).write_text(json.dumps(meta, indent=2))
     return out
 
 
 def kept_fp32_nodes(onnx_path: str | os.PathLike, patterns: tuple[str, ...] = KEEP_FP32) -> list[str]:
-    """Names to pass as `nodes_to_exclude` for the MatMul/Gemm nodes whose name matches a pattern.
-
-    The dynamic quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
-    exclusion list against the new name, so each match is listed under both names.
-    """
+    """Names of the MatMul/Gemm nodes whose name matches one of `patterns`."""
     import re
 
     import onnx
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    names = [n.name for n in graph.node if n.op_type in QUANT_OPS and any(re.search(p, n.name) for p in patterns)]
-    return [alias for name in names for alias in (name, name + '_MatMul')]
+    return [n.name for n in graph.node if n.op_type in QUANT_OPS and any(re.search(p, n.name) for p in patterns)]

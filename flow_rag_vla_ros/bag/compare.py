@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from flow_rag_vla_ros.bag.reader import BagError, BagReader
-from flow_rag_vla_ros.nodes.conversions import (key_values, msg_to_chunk, msg_to_command, msg_to_correction,
+from flow_rag_vla_ros.nodes.conversions import (episode_events, msg_to_chunk, msg_to_command, msg_to_correction,
                                                 stamp_to_ns)
 
 IMAGE, INFO, STATE = '/camera/image_raw', '/camera/camera_info', '/robot/ee_state'
@@ -114,10 +114,9 @@ def load_recording(path: str | Path, remaps: dict[str, str] | None = None) -> Re
                 elif topic == INSTRUCTION:
                     rec.timeline.append(('instruction', m.log_time_ns, m.msg))
                 elif topic == EVENTS:
-                    for status in m.msg.status:
-                        if status.name == 'episode':
-                            rec.events.append(Event(stamp, m.log_time_ns, status.message, key_values(status), m.msg))
-                            rec.timeline.append(('event', m.log_time_ns, m.msg))
+                    for kind, kv in episode_events(m.msg):
+                        rec.events.append(Event(stamp, m.log_time_ns, kind, kv, m.msg))
+                        rec.timeline.append(('event', m.log_time_ns, m.msg))
                 elif topic == COMMAND and stamp not in rec.commands:
                     rec.commands[stamp] = msg_to_command(m.msg)
                     rec.command_log_ns[stamp] = m.log_time_ns

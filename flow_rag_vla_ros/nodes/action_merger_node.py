@@ -12,8 +12,8 @@ from flow_rag_vla_ros.core.latency import LatencyStats
 from flow_rag_vla_ros.core.merger import ActionMerger, MergerConfig
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (command_to_msg, diagnostic, msg_to_chunk, msg_to_correction,
-                                                stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (command_to_msg, diagnostic, episode_events, msg_to_chunk,
+                                                msg_to_correction, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 
 
@@ -112,7 +112,7 @@ class ActionMergerNode(StackNode):
             self._publish(command, received, 'correction')
 
     def on_event(self, msg: DiagnosticArray) -> None:
-        if any(status.name == 'episode' and status.message == 'start' for status in msg.status):
+        if any(kind == 'start' for kind, _ in episode_events(msg)):
             stamp = stamp_to_ns(msg.header.stamp)
             self.merger.restart(stamp)
             self.get_logger().info(f'episode start after frame {stamp}: merger restarted')

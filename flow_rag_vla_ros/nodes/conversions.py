@@ -130,6 +130,14 @@ def key_values(status: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
 
 
+EPISODE_STATUS = 'episode'  # DiagnosticStatus.name of the sim's episode events; message = start/success/failure/timeout
+
+
+def episode_events(msg: DiagnosticArray) -> list[tuple[str, dict[str, str]]]:
+    """(kind, key/values) of every episode event in a /task/events message; other statuses are ignored."""
+    return [(s.message, key_values(s)) for s in msg.status if s.name == EPISODE_STATUS]
+
+
 def diagnostic(stamp_ns: int, frame_id: str, name: str, message: str, values: dict, level=DiagnosticStatus.OK,
                hardware_id: str = '') -> DiagnosticArray:
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,

@@ -25,7 +25,7 @@ from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
 from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, key_values, msg_to_chunk,
+from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, episode_events, msg_to_chunk,
                                                 msg_to_features, msg_to_proprio, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 
@@ -135,11 +135,8 @@ class RagMonitorNode(StackNode):
             self.slot.put((stamp, msg.header.frame_id, tokens, proprio, chunk, received))
 
     def on_event(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name != 'episode':
-                continue
-            kv = key_values(status)
-            self.monitor.on_event(status.message, kv.get('failure_type', ''), kv)
+        for kind, kv in episode_events(msg):
+            self.monitor.on_event(kind, kv.get('failure_type', ''), kv)
 
     # -- retrieval worker ---------------------------------------------------------------------------
     def _lower_worker_priority(self) -> None:

@@ -19,7 +19,7 @@ from std_msgs.msg import String
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (array_to_image, diagnostic, make_header, msg_to_command,
+from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, array_to_image, diagnostic, make_header, msg_to_command,
                                                 proprio_to_msg, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
@@ -130,7 +130,7 @@ class SimNode(StackNode):
     def _event(self, kind: str, **values) -> None:
         values = {'episode': self.episode, 'task': self.sim_config.task, 'step': self.steps, **values}
         self.events_pub.publish(diagnostic(self.frame_stamp_ns or now_ns(), self.config.camera_frame_id,
-                                           'episode', kind, values, hardware_id='sim'))
+                                           EPISODE_STATUS, kind, values, hardware_id='sim'))
 
     # -- episodes -------------------------------------------------------------------------------
     def _start_episode(self) -> None:

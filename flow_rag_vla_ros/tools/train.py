@@ -315,7 +315,8 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), tc.grad_clip)
         optimizer.step()
-        loss_ema = float(loss) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(loss)
+        loss_value = loss.item()
+        loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
         bar.set_postfix(loss=f'{loss_ema:.4f}')
         if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
             history.append({'step': step + 1, 'train_loss': loss_ema, 'val_loss': validate()})

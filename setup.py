@@ -14,7 +14,7 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
-        *[('share/' + package_name + '/' + d, glob(d + '/*.*'))
+        *[('share/' + package_name + '/' + d, [f for f in glob(d + '/*.*') if '/training_state.' not in f])
           for d in sorted({p.rsplit('/', 1)[0] for p in glob('models/**/*.*', recursive=True)})],
     ],
     install_requires=['setuptools'],

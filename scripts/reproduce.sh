@@ -10,31 +10,37 @@ export OMP_NUM_THREADS=1  # batch-1 inference and training are fastest single-th
 
 case "${1:-all}" in
 data)   # scripted-expert demonstrations (experts' own success rates land in meta.json)
-  $FRV collect --task all --episodes 400 --seed 1000 --out data/demos --workers 2      # reach 400, then:
-  $FRV collect --task push --episodes 600 --seed 1000 --out data/demos --workers 2
-  $FRV collect --task pick_and_place --episodes 800 --seed 1000 --out data/demos --workers 2
+  # multi-task (vla_v3, vla_mlp_v2): reach 400, push 600, pick_and_place 800 episodes (the second and third
+  # commands re-collect the first 400 of their task with the same seeds), scene + side cameras
+  $FRV collect --task all --episodes 400 --seed 1000 --out data/demos_2cam --cameras scene side --workers 2
+  $FRV collect --task push --episodes 600 --seed 1000 --out data/demos_2cam --cameras scene side --workers 2
+  $FRV collect --task pick_and_place --episodes 800 --seed 1000 --out data/demos_2cam --cameras scene side --workers 2
+  # single-task Reach: reach_v1 (scene camera), reach_v2 (scene + side)
+  $FRV collect --task reach --episodes 400 --seed 1000 --out data/demos --workers 2
   $FRV collect --task reach --episodes 1500 --seed 20000 --out data/reach_2cam --cameras scene side --workers 2 ;;
 train)
+  export OMP_NUM_THREADS=$(nproc)  # training batches (128) do use both cores: vla_v3 ran 1.5 it/s on one, 2.9 on two
   $FRV train --config config/train_reach.yaml && $FRV export --checkpoint models/reach_v1 --out models/reach_v1
   $FRV train --config config/train_reach_v2.yaml && $FRV export --checkpoint models/reach_v2 --out models/reach_v2
-  $FRV train --config config/train_vla.yaml && $FRV export --checkpoint models/vla_v2 --out models/vla_v2 --int8 \
-      --dataset data/demos
-  $FRV train --config config/train_vla_mlp.yaml &&
-      $FRV export --checkpoint models/vla_mlp_v1 --out models/vla_mlp_v1 --dataset data/demos ;;
+  $FRV train --config config/train_vla_v3.yaml && $FRV export --checkpoint models/vla_v3 --out models/vla_v3 --int8 \
+      --dataset data/demos_2cam
+  $FRV train --config config/train_vla_mlp_v2.yaml &&
+      $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)
   # issue 2 / 3: success through the real node graph (lockstep), shipped Reach model
   $FRV sim --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
   $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
       --json "$OUT/inprocess_reach_v2_200.json"
-  # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
-  # (vla_v2 on push: see the int8 loop)
-  for task in reach pick_and_place; do
-    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v2 --backend onnxruntime \
-        --pipelines flow_only --json "$OUT/${task}_vla_v2_onnxruntime.json"
+  for task in pick_and_place push; do  # the multi-task model through the node graph
+    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v3 --json "$OUT/sim_${task}_vla_v3.json"
   done
+  # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
+  # (vla_v3 on reach and push: see the int8 loop)
+  $FRV eval --in-process --task pick_and_place --episodes 50 --seed 3000 --checkpoint models/vla_v3 \
+      --backend onnxruntime --pipelines flow_only --json "$OUT/pick_and_place_vla_v3_onnxruntime.json"
   for task in reach push pick_and_place; do
-    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v1 \
-        --backend onnxruntime --pipelines flow_only --json "$OUT/${task}_vla_mlp_v1_onnxruntime.json"
+    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v2 \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/${task}_vla_mlp_v2_onnxruntime.json"
   done
   rm -rf /tmp/reproduce_experts
   $FRV collect --task all --episodes 50 --seed 3000 --out /tmp/reproduce_experts --workers 2 --no-progress
@@ -47,7 +53,7 @@ results|all)
       --report-dir "$OUT/ablation_shifted_camera"
   # issue 4: RAG memory vs injected failures (flow_only vs parallel, same seeds)
   for scenario in heavy_cube slippery_zone external_push; do
-    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v2 \
+    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v3 \
         --pipelines flow_only parallel --json "$OUT/rag_push_$scenario.json"
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
@@ -60,8 +66,10 @@ results|all)
   for backend in onnxruntime onnxruntime-int8; do
     $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint models/reach_v2 \
         --backend "$backend" --pipelines flow_only --json "$OUT/reach_v2_$backend.json"
-    $FRV eval --in-process --task push --episodes 50 --seed 3000 --checkpoint models/vla_v2 \
-        --backend "$backend" --pipelines flow_only --json "$OUT/push_vla_v2_$backend.json"
+    for task in reach push; do
+      $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v3 \
+          --backend "$backend" --pipelines flow_only --json "$OUT/${task}_vla_v3_$backend.json"
+    done
   done
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)

@@ -17,7 +17,7 @@ from flow_rag_vla_ros.nodes.runtime import resolve_checkpoint
 
 @dataclass
 class VisionEncoderNodeConfig:
-    checkpoint: str = param('models/vla_v2', 'checkpoint directory (relative paths: package share dir)')
+    checkpoint: str = param('models/vla_v3', 'checkpoint directory (relative paths: package share dir)')
     backend: str = param('onnxruntime', 'torch | torch-cudagraph | onnxruntime | onnxruntime-int8 | tensorrt')
     device: str = param('cpu', 'cpu | cuda')
     threads: int = param(1, 'intra-op threads (1 is fastest for batch-1 on small CPUs)')

@@ -81,7 +81,7 @@ def build_configs(pipeline: str, params=None, merger: dict | None = None, monito
 
 
 def _stack_checkpoint(params) -> str:
-    return _section(params, 'flow_policy').get('checkpoint', 'models/vla_v2')
+    return _section(params, 'flow_policy').get('checkpoint', 'models/vla_v3')
 
 
 def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeline: str = 'parallel',

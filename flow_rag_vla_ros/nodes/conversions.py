@@ -130,7 +130,8 @@ def key_values(status: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
 
 
-EPISODE_STATUS = 'episode'  # DiagnosticStatus.name of the sim's episode events; message = start/success/failure/timeout
+# DiagnosticStatus.name of the sim's episode events; the message is start / success / failure / timeout
+EPISODE_STATUS = 'episode'
 
 
 def episode_events(msg: DiagnosticArray) -> list[tuple[str, dict[str, str]]]:

@@ -19,8 +19,8 @@ from std_msgs.msg import String
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, array_to_image, diagnostic, make_header, msg_to_command,
-                                                proprio_to_msg, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, array_to_image, diagnostic, make_header,
+                                                msg_to_command, proprio_to_msg, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
 

@@ -91,4 +91,5 @@ def test_episode_events_picks_episode_statuses_only():
     msg = cv.diagnostic(5, 'cam', cv.EPISODE_STATUS, 'failure', {'failure_type': 'drop', 'episode': 2})
     msg.status += cv.diagnostic(5, 'cam', 'rag_correction', 'drop', {}).status
     msg.status += cv.diagnostic(5, 'cam', cv.EPISODE_STATUS, 'start', {'episode': 3}).status
-    assert cv.episode_events(msg) == [('failure', {'failure_type': 'drop', 'episode': '2'}), ('start', {'episode': '3'})]
+    assert cv.episode_events(msg) == [('failure', {'failure_type': 'drop', 'episode': '2'}),
+                                      ('start', {'episode': '3'})]

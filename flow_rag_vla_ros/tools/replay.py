@@ -51,7 +51,7 @@ class ReplayConfig:
     window_frames: int = param(10, 'an alarm within the N frames ending at a recorded failure is a true positive')
     failure_events: list[str] = param(['failure', 'timeout'], 'episode event messages that count as failures')
     startup_timeout_s: float = param(120.0, 'wait this long for the stack to answer the first frame')
-    command_timeout_s: float = param(1.0, 'lockstep: re-send a frame whose command is this late')
+    command_timeout_s: float = param(1.0, 'lockstep: re-send a frame whose command (or recorded chunk) is this late')
     resend_attempts: int = param(2, 'lockstep: re-sends before the frame is counted as unanswered')
     embedding_timeout_s: float = param(5.0, 'wait this long for the embedding of a changed instruction')
     drain_s: float = param(0.5, 'keep collecting outputs this long after the last input')
@@ -208,14 +208,14 @@ class _Driver:
         self.send_frame(frame, stamp)
         if self.answered and not self.config.lockstep:
             return
-        answered = lambda: stamp in self.node.commands  # noqa: E731
+        # lockstep: a frame is done when its command is back, and its chunk too when one was recorded (they
+        # travel on different topics, so the command can arrive first)
+        answered = lambda: stamp in self.node.commands and (  # noqa: E731
+            stamp in self.node.chunks or frame.stamp_ns not in self.recorded_chunks)
         if not self.answered:  # the stack may still be loading: re-send until it answers (like the sim)
             self.warm_up_stamps.add(stamp)
-            # ... with a chunk too when one was recorded: the chunk subscription may match a moment later
-            first_answered = lambda: answered() and (  # noqa: E731
-                stamp in self.node.chunks or frame.stamp_ns not in self.recorded_chunks)
             deadline = time.monotonic() + self.config.startup_timeout_s
-            while not self.spin_until(first_answered, 0.5):
+            while not self.spin_until(answered, 0.5):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f'the stack did not answer the first frame within '
                                        f'{self.config.startup_timeout_s} s')

@@ -16,9 +16,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from flow_rag_vla_ros.bag.recorder import STACK_TOPICS, TYPESTORE
 from flow_rag_vla_ros.nodes import qos
-from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, array_to_image, chunk_to_msg, command_to_msg,
-                                                correction_to_msg, diagnostic, image_to_array, make_header,
-                                                msg_to_proprio, proprio_to_msg, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, CorrectionMsg, array_to_image, chunk_to_msg,
+                                                command_to_msg, correction_to_msg, diagnostic, image_to_array,
+                                                make_header, msg_to_proprio, proprio_to_msg, stamp_to_ns)
 
 INSTRUCTION = 'reach the red target'
 T0 = 1_700_000_000_000_000_000  # first frame stamp (ns)
@@ -52,7 +52,7 @@ def camera_info(stamp: int) -> CameraInfo:
 
 
 def event(stamp: int, kind: str, episode: int, **values) -> DiagnosticArray:
-    return diagnostic(stamp, 'scene_camera', 'episode', kind, {'episode': episode, 'task': 'reach', **values},
+    return diagnostic(stamp, 'scene_camera', EPISODE_STATUS, kind, {'episode': episode, 'task': 'reach', **values},
                       hardware_id='sim')
 
 

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from bag_helpers import DT, FakeStack, sim_like_run, write_bag
+from bag_helpers import DT, FakeStack, event, sim_like_run, write_bag
 
 from flow_rag_vla_ros.bag.compare import Event, Frame, alarm_scores, load_recording, parse_remaps
 from flow_rag_vla_ros.bag.reader import BagError
@@ -141,15 +141,15 @@ def test_instruction_received_after_the_first_frame_is_replayed_first(tmp_path):
 def test_an_episode_event_received_after_a_later_frame_is_replayed_before_it():
     """The recorder's receive order of /task/events and frames races; the stack acted on the event first."""
     from flow_rag_vla_ros.bag.compare import _events_before_later_frames
-    from flow_rag_vla_ros.nodes.conversions import diagnostic
 
     def frame(k):
         return ('frame', 10 * k + 1, Frame(k * DT, 10 * k + 1, None))
 
-    def event(kind, k, log):
-        return ('event', log, diagnostic(k * DT, 'scene_camera', 'episode', kind, {}))
+    def episode_event(kind, k, log):
+        return ('event', log, event(k * DT, kind, episode=0))
 
-    timeline = [frame(1), frame(2), event('success', 2, 25), frame(3), event('start', 2, 32), frame(4)]
+    timeline = [frame(1), frame(2), episode_event('success', 2, 25), frame(3), episode_event('start', 2, 32),
+                frame(4)]
     out = _events_before_later_frames(timeline)
     order = [(kind, payload.stamp_ns // DT if kind == 'frame' else payload.status[0].message)
              for kind, _, payload in out]

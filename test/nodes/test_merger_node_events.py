@@ -5,7 +5,7 @@ import rclpy
 from rclpy.parameter import Parameter
 
 from flow_rag_vla_ros.nodes.action_merger_node import ActionMergerNode
-from flow_rag_vla_ros.nodes.conversions import chunk_to_msg, diagnostic
+from flow_rag_vla_ros.nodes.conversions import EPISODE_STATUS, chunk_to_msg, diagnostic
 
 pytestmark = pytest.mark.ros
 S, DT = 1_000_000_000, 40_000_000
@@ -26,8 +26,8 @@ def test_start_event_drops_the_previous_episodes_queue(events_topic):
         assert ('/task/events' in subscribed) == bool(events_topic)  # '' = never restarts
         if not events_topic:
             return
-        start = diagnostic(S + DT, 'scene_camera', 'episode', 'start', {'episode': 1})
-        other = diagnostic(S + DT, 'scene_camera', 'episode', 'success', {'episode': 0})
+        start = diagnostic(S + DT, 'scene_camera', EPISODE_STATUS, 'start', {'episode': 1})
+        other = diagnostic(S + DT, 'scene_camera', EPISODE_STATUS, 'success', {'episode': 0})
         node.on_event(other)  # what the subscription delivers
         assert node.merger.remaining(S + DT) > 0  # only 'start' restarts
         node.on_event(start)

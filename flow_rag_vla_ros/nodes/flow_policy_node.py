@@ -10,7 +10,7 @@ from std_msgs.msg import Float32MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from flow_rag_vla_ros.core.config import param, require
-from flow_rag_vla_ros.core.spec import ACTION_DIM
+from flow_rag_vla_ros.core.spec import ACTION_DIM, DEFAULT_CHECKPOINT
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import chunk_to_msg, msg_to_features, msg_to_proprio, stamp_to_ns
@@ -20,7 +20,7 @@ from flow_rag_vla_ros.nodes.runtime import frame_noise, resolve_checkpoint
 
 @dataclass
 class FlowPolicyNodeConfig:
-    checkpoint: str = param('models/vla_v3', 'checkpoint directory (relative paths: package share dir)')
+    checkpoint: str = param(DEFAULT_CHECKPOINT, 'checkpoint directory (relative paths: package share dir)')
     backend: str = param('onnxruntime', 'torch | torch-cudagraph | onnxruntime | onnxruntime-int8 | tensorrt')
     device: str = param('cpu', 'cpu | cuda')
     threads: int = param(1, 'intra-op threads')

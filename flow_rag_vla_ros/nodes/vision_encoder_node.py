@@ -8,6 +8,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout, String
 
 from flow_rag_vla_ros.core.config import param, require
+from flow_rag_vla_ros.core.spec import DEFAULT_CHECKPOINT
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import features_to_msg, image_to_array, stamp_to_ns
@@ -17,7 +18,7 @@ from flow_rag_vla_ros.nodes.runtime import resolve_checkpoint
 
 @dataclass
 class VisionEncoderNodeConfig:
-    checkpoint: str = param('models/vla_v3', 'checkpoint directory (relative paths: package share dir)')
+    checkpoint: str = param(DEFAULT_CHECKPOINT, 'checkpoint directory (relative paths: package share dir)')
     backend: str = param('onnxruntime', 'torch | torch-cudagraph | onnxruntime | onnxruntime-int8 | tensorrt')
     device: str = param('cpu', 'cpu | cuda')
     threads: int = param(1, 'intra-op threads (1 is fastest for batch-1 on small CPUs)')

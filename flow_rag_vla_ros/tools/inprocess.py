@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from flow_rag_vla_ros.core.config import from_dict, load_node_parameters
-from flow_rag_vla_ros.core.spec import ACTION_DIM, CONTROL_DT
+from flow_rag_vla_ros.core.spec import ACTION_DIM, CONTROL_DT, DEFAULT_CHECKPOINT
 
 PIPELINES = ('flow_only', 'parallel', 'sequential', 'rag_only')
 
@@ -81,7 +81,7 @@ def build_configs(pipeline: str, params=None, merger: dict | None = None, monito
 
 
 def _stack_checkpoint(params) -> str:
-    return _section(params, 'flow_policy').get('checkpoint', 'models/vla_v3')
+    return _section(params, 'flow_policy').get('checkpoint', DEFAULT_CHECKPOINT)
 
 
 def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeline: str = 'parallel',

@@ -138,6 +138,8 @@ def run_composed(nodes, params=None, overrides=None) -> None:
         created = []
         try:
             created = create_composed(nodes)
+            from flow_rag_vla_ros.nodes.base import limit_native_threads
+            limit_native_threads()
             executor = MultiThreadedExecutor(num_threads=max(2, len(created)))
             for node in created:
                 executor.add_node(node)

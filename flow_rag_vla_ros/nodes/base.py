@@ -1,6 +1,7 @@
 """What every stack node shares: config declaration, latency reports, bad-input handling, main()."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -49,12 +50,25 @@ class StackNode(Node):
             return None
 
 
+def limit_native_threads() -> dict[str, int]:
+    """Cap the BLAS / OpenMP pools loaded so far (numpy's OpenBLAS, faiss's OpenMP) at OMP_NUM_THREADS, 1 if
+    unset. Why: their idle workers busy-wait after every call; in the monitor that spinning took the cores
+    the vision and policy nodes needed (2-core VM: parallel-pipeline p99 46 -> 26 ms). Batch-1 work gains
+    nothing from a second thread. ONNX Runtime and torch have their own `threads` parameter.
+    Returns {library: threads} as set."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    threads = int(os.environ.get('OMP_NUM_THREADS') or 1)
+    threadpool_limits(threads)
+    return {info['internal_api']: info['num_threads'] for info in threadpool_info()}
+
+
 def run_node(factory: Callable[[], Node], args=None) -> None:
     """Standard main(): init, spin until Ctrl-C / SIGTERM, clean shutdown."""
     rclpy.init(args=args)
     node = None
     try:
-        node = factory()
+        node = factory()  # loads the native libraries (faiss, onnxruntime, ...) the node uses
+        node.get_logger().debug(f'native thread pools: {limit_native_threads()}')
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument('--backend', default='')
     p.add_argument('--backends', nargs='+', default=['torch', 'onnxruntime', 'onnxruntime-int8',
                                                       'torch-cudagraph', 'tensorrt'])
+    p.add_argument('--set', nargs='*', default=[], metavar='NODE.PARAM=VALUE',
+                   help='stack parameter overrides for the replay and stack sections (A/B runs)')
     p.add_argument('--retrieval-sizes', nargs='+', type=int, default=[10_000, 100_000])
     p.add_argument('--iters', type=int, default=300, help='backend timing iterations')
     p.set_defaults(func=run)
@@ -57,9 +59,17 @@ def machine() -> dict:
             'python': platform.python_version()}
 
 
+def stack_overrides(args, stale_timeout_s: float) -> dict[str, dict]:
+    """`--set` overrides on top of the watchdog timeout the bench needs."""
+    from flow_rag_vla_ros.launcher import parse_overrides
+    overrides = parse_overrides(args.set)
+    overrides.setdefault('action_merger', {}).setdefault('stale_timeout_s', stale_timeout_s)
+    return overrides
+
+
 def bench_stack(args) -> dict:
     out: dict = {'layouts': {}, 'settings': {'rate_hz': args.rate, 'frames': args.frames,
-                                             'task': args.task}}
+                                             'task': args.task, 'set': args.set}}
     for layout in args.layouts:
         runs = {}
         for pipeline in args.pipelines:
@@ -67,7 +77,7 @@ def bench_stack(args) -> dict:
             stale = max(0.08, 2.0 / args.rate)
             spec = RunSpec(task=args.task, episodes=0, seed=0, pipeline=pipeline, layout=layout,
                            clock_mode='realtime', rate_hz=args.rate, max_frames=args.frames,
-                           overrides={'action_merger': {'stale_timeout_s': stale}},
+                           overrides=stack_overrides(args, stale),
                            checkpoint=args.checkpoint, backend=args.backend, timeout_s=60 + 2 * args.frames / args.rate)
             r = run_stack(spec)
             runs[pipeline] = {k: r[k] for k in ('e2e_ms', 'stage_ms', 'since_frame_ms', 'frames_published',
@@ -107,7 +117,7 @@ def bench_replay(args) -> dict:
 
     stale = max(0.08, 2.0 / args.rate)  # the watchdog tolerates the camera period
     out: dict = {'settings': {'source': 'recorded sim frames', 'rate_hz': args.rate, 'frames': args.frames,
-                              'task': args.task, 'layout': 'processes'}, 'pipelines': {}}
+                              'task': args.task, 'layout': 'processes', 'set': args.set}, 'pipelines': {}}
     with tempfile.TemporaryDirectory(prefix='flow_rag_vla_bench_') as tmp:
         bag = Path(tmp) / 'frames'
         spec = RunSpec(task=args.task, episodes=100_000, seed=0, pipeline='flow_only', clock_mode='lockstep',
@@ -120,7 +130,7 @@ def bench_replay(args) -> dict:
 
             def start_stack(_config, pipeline=pipeline, rss=rss):
                 s = RunSpec(pipeline=pipeline, checkpoint=args.checkpoint, backend=args.backend,
-                            clock_mode='realtime', overrides={'action_merger': {'stale_timeout_s': stale}})
+                            clock_mode='realtime', overrides=stack_overrides(args, stale))
                 return _PeakRss(start_processes(s.stack_nodes(), s.params, s.node_overrides()), rss)
 
             config = ReplayConfig(rate=1.0, frame_rate_hz=args.rate, pipeline=pipeline, stack_clock='realtime',
@@ -128,7 +138,8 @@ def bench_replay(args) -> dict:
             r = replay_bag(bag, config, start_stack)
             frames = r['frames']
             out['pipelines'][pipeline] = {
-                'e2e_ms': r['stamp_to_command_ms'], 'frames_replayed': frames['replayed'],
+                'e2e_ms': r['stamp_to_command_ms'], 'stage_ms': r['stage_ms'],
+                'since_frame_ms': r['since_frame_ms'], 'frames_replayed': frames['replayed'],
                 'frames_commanded': frames['commanded'], 'dropped_frames': frames['replayed'] - frames['commanded'],
                 'frame_rate_hz': args.rate, 'wall_s': r['wall_s'], 'peak_rss_mb': rss,
                 'peak_rss_mb_stack_total': sum(rss.values()), 'bad_outputs': r['bad_outputs']}

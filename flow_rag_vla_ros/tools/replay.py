@@ -93,7 +93,9 @@ def _make_replayer(context):
     from trajectory_msgs.msg import JointTrajectory
 
     from flow_rag_vla_ros.nodes import qos
-    from flow_rag_vla_ros.nodes.conversions import msg_to_chunk, msg_to_command, msg_to_correction, stamp_to_ns
+    from flow_rag_vla_ros.nodes.base import LATENCY_TOPIC
+    from flow_rag_vla_ros.nodes.conversions import (key_values, msg_to_chunk, msg_to_command, msg_to_correction,
+                                                    stamp_to_ns)
 
     class Replayer(Node):
         """Publishes the recorded inputs; keeps the first command / chunk per stamp and every alarm."""
@@ -110,6 +112,9 @@ def _make_replayer(context):
             self.alarms: set[int] = set()
             self.embedding_labels: set[str] = set()
             self.bad_outputs: list[str] = []
+            # stage -> [(frame stamp, time inside the node ms, camera stamp -> stage output ms)]
+            self.stage_latency: dict[str, list[tuple[int, float, float]]] = {}
+            self.create_subscription(DiagnosticArray, LATENCY_TOPIC, self.on_latency, qos.EVENTS)
             self.create_subscription(JointState, COMMAND, self.on_command, qos.RELIABLE)
             self.create_subscription(JointTrajectory, CHUNK, self.on_chunk, qos.RELIABLE)
             self.create_subscription(DiagnosticArray, CORRECTION, self.on_correction, qos.RELIABLE)
@@ -137,6 +142,13 @@ def _make_replayer(context):
             correction = self._keep('correction', msg_to_correction, msg)
             if correction is not None and correction.is_alarm:
                 self.alarms.add(correction.source_stamp_ns)
+
+        def on_latency(self, msg):
+            stamp = stamp_to_ns(msg.header.stamp)
+            for status in msg.status:
+                kv = key_values(status)
+                self.stage_latency.setdefault(kv.get('stage', ''), []).append(
+                    (stamp, float(kv['stage_ms']), float(kv['since_frame_ms'])))
 
         def on_embedding(self, msg):
             self.embedding_labels.update(d.label for d in msg.layout.dim)
@@ -308,6 +320,9 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
     stamp_latency = [(t - s) / 1e6 for s, (_, t) in node.commands.items()
                      if s in back and s not in driver.warm_up_stamps] \
         if config.stamps == 'restamp' else []
+    # per-stage latency of the replayed frames (the warm-up re-sends measure model loading, not the stack)
+    stage_latency = {stage: [v for v in timed if v[0] in back and v[0] not in driver.warm_up_stamps]
+                     for stage, timed in node.stage_latency.items()}
     frames_by_log = {f.stamp_ns: f.log_time_ns for f in rec.frames}
     recorded_latency = [(t - frames_by_log[s]) / 1e6 for s, t in rec.command_log_ns.items() if s in frames_by_log]
     stamps = [f.stamp_ns for f in rec.frames]
@@ -328,6 +343,8 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
         'alarms': {'replayed': score(alarms), 'recorded': score(rec.alarms)},
         'latency_ms': latency_summary(latency),
         'stamp_to_command_ms': latency_summary(stamp_latency),
+        'stage_ms': {stage: latency_summary([v[1] for v in timed]) for stage, timed in stage_latency.items()},
+        'since_frame_ms': {stage: latency_summary([v[2] for v in timed]) for stage, timed in stage_latency.items()},
         'recorded_latency_ms': latency_summary(recorded_latency),
         'bad_outputs': node.bad_outputs[:20],
     }

@@ -14,17 +14,24 @@ def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
     out = tmp_path / 'bench.json'
     assert main(['bench', '--sections', 'replay', 'stack', 'retrieval', '--frames', '15', '--rate', '10',
                  '--pipelines', 'flow_only', 'parallel', '--layouts', 'processes', '--checkpoint', str(ckpt),
-                 '--backend', 'torch', '--retrieval-sizes', '2000', '--json', str(out)]) == 0
+                 '--backend', 'torch', '--retrieval-sizes', '2000', '--set', 'rag_monitor.worker_priority=nice',
+                 '--json', str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result['pipelines']) == {'flow_only', 'parallel'}
     for pipeline, run in result['pipelines'].items():
         e2e = run['e2e_ms']
         assert e2e['n'] >= 10 and 0 < e2e['p50'] <= e2e['p95'] <= e2e['p99'], (pipeline, e2e)
         assert run['frames_replayed'] >= 15 and run['bad_outputs'] == []
+        # per stage: time inside the node, and camera stamp -> that stage's output (which must come later)
+        stages = {'features', 'chunk', 'command'} | ({'correction'} if pipeline == 'parallel' else set())
+        assert set(run['stage_ms']) == stages, pipeline
+        since = run['since_frame_ms']
+        assert since['features']['p50'] < since['chunk']['p50'] <= e2e['p50'] + 1e-6, (pipeline, since)
         assert {'vision_encoder', 'flow_policy', 'action_merger'} <= set(run['peak_rss_mb'])
         assert run['peak_rss_mb_stack_total'] == pytest.approx(sum(run['peak_rss_mb'].values()))
     assert 'rag_monitor' in result['pipelines']['parallel']['peak_rss_mb']
     assert result['pipelines'] == result['replay']['pipelines']  # the headline is the camera-rate replay
     assert set(result['sim_loop']['layouts']['processes']) == {'flow_only', 'parallel'}
+    assert result['replay']['settings']['set'] == ['rag_monitor.worker_priority=nice']
     assert result['retrieval_ms']['2000']['p99'] > 0
     assert result['machine']['cores'] >= 1

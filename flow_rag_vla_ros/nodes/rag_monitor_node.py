@@ -30,6 +30,9 @@ from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg
 from flow_rag_vla_ros.nodes.params import declare_config
 
 
+WORKER_PRIORITIES = ('idle', 'nice', 'normal')
+
+
 @dataclass
 class RagMonitorTopicsConfig:
     mode: str = param('parallel', 'parallel: retrieve on features (beside the policy) | sequential: after the chunk')
@@ -40,12 +43,16 @@ class RagMonitorTopicsConfig:
     command_topic: str = param('/robot/command', 'executed commands (to remember what was done)')
     events_topic: str = param('/task/events', 'episode events: start / success / failure / timeout')
     correction_topic: str = param('/vla/correction', 'output risk + correction (DiagnosticArray)')
-    worker_nice: int = param(5, 'parallel mode: raise the nice value of the retrieval thread by this much, so '
-                                'on a small CPU it only takes time the policy path leaves idle (0 = unchanged)')
+    worker_priority: str = param('idle', "parallel mode, the retrieval thread's Linux scheduling: idle (SCHED_IDLE: "
+                                         "runs only on a core the policy path leaves free) | nice (nice + "
+                                         "worker_nice) | normal")
+    worker_nice: int = param(5, "worker_priority 'nice': raise the retrieval thread's nice value by this much")
 
     def __post_init__(self):
         require(self.mode in ('parallel', 'sequential'), f'mode {self.mode!r} must be parallel or sequential')
         require(0 <= self.worker_nice <= 19, f'worker_nice must be in [0, 19], got {self.worker_nice}')
+        require(self.worker_priority in WORKER_PRIORITIES,
+                f'worker_priority {self.worker_priority!r} must be one of {WORKER_PRIORITIES}')
 
 
 class LatestSlot:
@@ -140,15 +147,20 @@ class RagMonitorNode(StackNode):
 
     # -- retrieval worker ---------------------------------------------------------------------------
     def _lower_worker_priority(self) -> None:
-        """Linux nice values are per thread: only this retrieval thread yields, not the node's callbacks.
-        Sequential mode keeps full priority: there the policy path waits for the monitor."""
-        nice = self.topics.worker_nice if self.topics.mode == 'parallel' else 0
-        if nice:
-            tid = threading.get_native_id()
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-            except OSError as e:
-                self.get_logger().warning(f'could not lower the retrieval thread priority: {e}')
+        """Scheduling is per thread on Linux: only this retrieval thread yields, not the node's callbacks.
+        Sequential mode keeps full priority: there the policy path waits for the monitor.
+        Why idle by default: a niced thread still gets a share of a busy core. 2-core VM, 3 alternated bench
+        runs each (docs/results/worker_priority_ab.json): parallel p99 above flow_only +1.9..+2.7 ms idle,
+        +2.8..+19.1 ms at nice +5."""
+        priority = self.topics.worker_priority if self.topics.mode == 'parallel' else 'normal'
+        tid = threading.get_native_id()
+        try:
+            if priority == 'idle':
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            elif priority == 'nice' and self.topics.worker_nice:
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.topics.worker_nice)
+        except (OSError, AttributeError) as e:  # AttributeError: no sched_setscheduler off Linux
+            self.get_logger().warning(f'could not lower the retrieval thread priority ({priority}): {e!r}')
 
     def _work(self) -> None:
         self._lower_worker_priority()

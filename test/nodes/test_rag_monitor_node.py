@@ -1,4 +1,5 @@
-"""RAG monitor node: the retrieval thread yields the CPU to the policy path (per-thread nice) and survives shutdown."""
+"""RAG monitor node: the retrieval thread yields the CPU to the policy path (per-thread SCHED_IDLE or nice) and
+survives shutdown."""
 import os
 import time
 
@@ -15,25 +16,41 @@ def thread_nice(tid: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, tid)
 
 
-@pytest.mark.parametrize('mode, expected_increase', [('parallel', 3), ('sequential', 0)])
-def test_retrieval_thread_nice(mode, expected_increase):
+def started_monitor(context, **params):
+    node = RagMonitorNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    deadline = time.monotonic() + 5
+    while node.worker.native_id is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the thread sets its priority first thing
+    return node
+
+
+@pytest.mark.parametrize('mode, priority, expected_policy, expected_increase', [
+    ('parallel', 'idle', os.SCHED_IDLE, 0), ('parallel', 'nice', os.SCHED_OTHER, 3),
+    ('parallel', 'normal', os.SCHED_OTHER, 0), ('sequential', 'idle', os.SCHED_OTHER, 0)])
+def test_retrieval_thread_priority(mode, priority, expected_policy, expected_increase):
     context = rclpy.Context()
     rclpy.init(context=context)
     node = None
     try:
-        node = RagMonitorNode(context=context, parameter_overrides=[
-            Parameter('mode', value=mode), Parameter('worker_nice', value=3)])
-        deadline = time.monotonic() + 5
-        while node.worker.native_id is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # the thread lowers its priority first thing
-        assert thread_nice(node.worker.native_id) == thread_nice(0) + expected_increase
-        assert thread_nice(0) == os.getpriority(os.PRIO_PROCESS, os.getpid())  # the caller's thread is untouched
+        node = started_monitor(context, mode=mode, worker_priority=priority, worker_nice=3)
+        tid = node.worker.native_id
+        assert os.sched_getscheduler(tid) == expected_policy
+        assert thread_nice(tid) == thread_nice(0) + expected_increase
+        # the caller's thread (the executor: callbacks) is untouched
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        assert thread_nice(0) == os.getpriority(os.PRIO_PROCESS, os.getpid())
     finally:
         if node is not None:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_unknown_worker_priority_is_refused():
+    from flow_rag_vla_ros.nodes.rag_monitor_node import RagMonitorTopicsConfig
+    with pytest.raises(ValueError, match='worker_priority'):
+        RagMonitorTopicsConfig(worker_priority='realtime')
 
 
 def test_retrieval_thread_ends_quietly_when_the_context_shuts_down_under_it(monkeypatch):

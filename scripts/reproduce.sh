@@ -58,6 +58,18 @@ results|all)
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
+  # issue 3: does chunk execution limit Push? (tuning seeds 5000-5049; docs/results/push_execution_tuning)
+  T="$OUT/push_execution_tuning"; mkdir -p "$T"
+  sed "s/    control_period_s: 0.04/    control_period_s: 0.04\n    splice_mode: replace/" config/stack.yaml > "$T/p_replace.yaml"
+  for d in 0.0 2.0; do
+    sed "s/    control_period_s: 0.04/    control_period_s: 0.04\n    ensemble_decay: $d/" config/stack.yaml > "$T/p_d$d.yaml"
+  done
+  for c in base replace d0.0 d2.0; do
+    P="$T/p_$c.yaml"; [ "$c" = base ] && P=config/stack.yaml
+    $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint models/vla_v3 --backend onnxruntime \
+        --pipelines flow_only --params "$P" --json "$T/vla_v3_seed5000_$c.json"
+  done
+  rm -f "$T"/p_*.yaml
   # issue 7: lockstep replay of a recorded run reproduces its commands
   rm -rf /tmp/reproduce_bag
   $FRV sim --task reach --episodes 3 --seed 11 --pipeline flow_only --record /tmp/reproduce_bag
@@ -74,6 +86,15 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench.json" ;;
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench.json"
+  # repeats: the camera-rate replay only (p99 of 300 frames moves by a few ms between runs on a VM)
+  $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
+      --json "$OUT/bench_replay_rerun.json"
+  $FRV bench --sections replay --frames 1000 --checkpoint models/reach_v2 --json "$OUT/bench_replay_1000_frames.json"
+  # the retrieval thread's scheduling, A/B alternated (summarised in worker_priority_ab.json)
+  for i in 1 2 3; do for prio in idle nice; do
+    $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
+        --set rag_monitor.worker_priority=$prio --json "/tmp/ab_${prio}_$i.json"
+  done; done ;;
 *) echo "usage: $0 [data|train|results|bench]" >&2; exit 2 ;;
 esac

@@ -109,7 +109,8 @@ class BagRecorder(Node):
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f'{self.path} exists; rosbag2 bags are written to a new directory')
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # written to the bag
+        self.received: dict[str, int] = {}  # arrived (counted in the executor's thread, before the write)
         self.subscriptions_by_topic = {}
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
@@ -123,7 +124,7 @@ class BagRecorder(Node):
         if self.error is not None:
             raise self.error
         for topic, msgtype, published in specs:
-            self.counts[topic] = 0
+            self.counts[topic] = self.received[topic] = 0
             self.subscriptions_by_topic[topic] = self.create_subscription(
                 message_class(msgtype), topic, self._enqueue_for(topic),
                 subscription_qos(published, cfg.queue_depth), raw=True)
@@ -134,19 +135,24 @@ class BagRecorder(Node):
         return {t: s.get_publisher_count() for t, s in self.subscriptions_by_topic.items()}
 
     def matched(self, required: tuple[str, ...] = ()) -> bool:
-        """True when every publisher on the graph is matched, and each recorded topic in `required` has one.
+        """True when every publisher on the graph is matched, and each recorded topic in `required` has one
+        that has delivered a message here.
 
         Discovery takes a moment (more on a loaded machine): a volatile message published before the
         recorder matched its publisher never reaches the bag, so a run waits for this before it starts.
+        Matching is per side: this reader can list a writer before that writer has learnt of this reader,
+        and what the writer publishes meanwhile goes to its other readers only. A message received is the
+        proof that the writer's side is matched too, hence `received` for the required topics.
         """
         for topic, subscription in self.subscriptions_by_topic.items():
             n = subscription.get_publisher_count()
-            if n < self.count_publishers(topic) or (topic in required and n == 0):
+            if n < self.count_publishers(topic) or (topic in required and (n == 0 or not self.received[topic])):
                 return False
         return True
 
     def _enqueue_for(self, topic: str):
         def enqueue(data: bytes) -> None:
+            self.received[topic] += 1
             if self.error is None:
                 self.queue.put((topic, time.time_ns(), data))
         return enqueue

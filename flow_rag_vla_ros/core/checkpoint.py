@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -73,6 +74,38 @@ def save_checkpoint(policy: FlowPolicy, directory: str | os.PathLike, extra: dic
 def load_config(directory: str | os.PathLike) -> FlowPolicyConfig:
     doc = json.loads((Path(directory) / CONFIG_FILE).read_text())
     return from_dict(FlowPolicyConfig, doc['config'])
+
+
+# config fields that change how actions are sampled, not what the weights mean: a checkpoint can be re-derived
+# with other values without retraining
+SAMPLER_FIELDS = ('num_steps', 'method')
+
+
+def derive_checkpoint(source: str | os.PathLike, out: str | os.PathLike, **sampler: int | str) -> Path:
+    """Copy checkpoint `source` to a new directory `out` with other sampler settings (`SAMPLER_FIELDS`, e.g.
+    num_steps=5): same weights, normaliser and instruction cache; config.json records what it derives from.
+    Why: fewer integration steps is the cheapest latency knob, and its cost in success must be measured on
+    a checkpoint of its own (the ONNX export unrolls the sampler, so it is per checkpoint)."""
+    source, out = Path(source), Path(out)
+    unknown = sorted(set(sampler) - set(SAMPLER_FIELDS))
+    if unknown:
+        raise ValueError(f'{unknown} are not sampler settings; only {SAMPLER_FIELDS} can change without retraining')
+    if out.resolve() == source.resolve():
+        raise ValueError(f'{out}: write a derived checkpoint to a new directory, not over its source')
+    if out.exists():
+        raise FileExistsError(f'{out} exists')
+    doc = json.loads((source / CONFIG_FILE).read_text())
+    before = {k: doc['config'].get(k) for k in sampler}
+    doc['config'].update(sampler)
+    from_dict(FlowPolicyConfig, doc['config'])  # validates (e.g. num_steps >= 1) before anything is written
+    doc.setdefault('extra', {})['derived_from'] = {'checkpoint': str(source), 'changed': {
+        k: {'from': before[k], 'to': v} for k, v in sampler.items()}}
+    out.mkdir(parents=True)
+    for name in (MODEL_FILE, INSTRUCTIONS_FILE):
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    (out / CONFIG_FILE).write_text(json.dumps(doc, indent=2))
+    return out
 
 
 def build_policy(config: FlowPolicyConfig) -> FlowPolicy:

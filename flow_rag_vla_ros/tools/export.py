@@ -1,5 +1,6 @@
 """`flow-rag-vla export`: ONNX export of a checkpoint (vision.onnx + policy.onnx + export.json), verified
-against PyTorch on random and real inputs; a bad export is refused (exit code 1, nothing written)."""
+against PyTorch on random and real inputs; a bad export is refused (exit code 1, nothing written).
+`--num-steps K` / `--method M` first derive a new checkpoint in `--out` (same weights, other sampler)."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,10 @@ def register(subparsers) -> None:
     p.add_argument('--dataset', default='', help='dataset directory whose frames are used as real inputs')
     p.add_argument('--tolerance', type=float, default=1e-4, help='max relative error vs PyTorch (fp32)')
     p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--num-steps', type=int, default=0,
+                   help='sampler integration steps for a derived checkpoint written to --out (0 = keep)')
+    p.add_argument('--method', choices=('euler', 'heun'), default='',
+                   help='sampler integration method for a derived checkpoint written to --out (default: keep)')
     p.set_defaults(func=run)
 
 
@@ -22,6 +27,18 @@ def run(args: argparse.Namespace) -> int:
     from flow_rag_vla_ros.core.export import ExportError, export_checkpoint
     from flow_rag_vla_ros.nodes.runtime import resolve_checkpoint
     ckpt = resolve_checkpoint(args.checkpoint)
+    sampler = {k: v for k, v in (('num_steps', args.num_steps), ('method', args.method)) if v}
+    if sampler:  # same weights, another sampler: a new checkpoint directory, exported below
+        from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
+        if not args.out:
+            print('export refused: --num-steps / --method write a derived checkpoint; give it a new --out',
+                  file=sys.stderr)
+            return 2
+        try:
+            ckpt = derive_checkpoint(ckpt, args.out, **sampler)
+        except (ValueError, FileExistsError) as e:
+            print(f'export refused: {e}', file=sys.stderr)
+            return 2
     try:
         report = export_checkpoint(ckpt, args.out or ckpt, dataset_dir=args.dataset or None, int8=args.int8,
                                    tolerance=args.tolerance, opset=args.opset)

@@ -73,3 +73,37 @@ def test_unknown_key_is_refused(tmp_path):
     save_file(state, str(tmp_path / 'model.safetensors'))
     with pytest.raises(KeyError, match='KEY_REMAP'):
         load_checkpoint(tmp_path)
+
+
+def test_derived_checkpoint_samples_with_the_new_steps_and_the_same_weights(tmp_path):
+    from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
+    from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
+    source = make_tiny_checkpoint(tmp_path / 'src', num_steps=3)
+    out = derive_checkpoint(source, tmp_path / 'k1', num_steps=1, method='heun')
+    original, derived = load_checkpoint(source), load_checkpoint(out)
+    assert (derived.config.num_steps, derived.config.method) == (1, 'heun')
+    images = torch.rand(1, 3, original.config.image_size, original.config.image_size)
+    g = torch.Generator().manual_seed(3)
+    noise, lang = torch.randn(1, original.config.horizon, 4, generator=g), torch.randn(1, 384, generator=g)
+    with torch.no_grad():
+        tokens = original.vision(images)
+        expected = original.sample_actions(tokens, torch.ones(1, 7), lang, noise, steps=1, method='heun')
+        assert torch.equal(derived.sample_actions(tokens, torch.ones(1, 7), lang, noise), expected)
+        assert not torch.allclose(original.sample_actions(tokens, torch.ones(1, 7), lang, noise), expected)
+    doc = json.loads((out / 'config.json').read_text())
+    assert doc['extra']['derived_from']['changed'] == {'num_steps': {'from': 3, 'to': 1},
+                                                       'method': {'from': 'euler', 'to': 'heun'}}
+    assert (out / 'instructions.safetensors').read_bytes() == (source / 'instructions.safetensors').read_bytes()
+
+
+@pytest.mark.parametrize('changes, error', [({'d_model': 64}, 'not sampler settings'),
+                                            ({'num_steps': 0}, 'num_steps')])
+def test_derive_refuses_what_would_need_retraining_or_is_invalid(tmp_path, changes, error):
+    from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
+    from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
+    source = make_tiny_checkpoint(tmp_path / 'src')
+    with pytest.raises(ValueError, match=error):
+        derive_checkpoint(source, tmp_path / 'out', **changes)
+    assert not (tmp_path / 'out').exists()
+    with pytest.raises(ValueError, match='new directory'):
+        derive_checkpoint(source, source, num_steps=2)

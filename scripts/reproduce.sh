@@ -58,7 +58,34 @@ results|all)
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
-  # issue 3: does chunk execution limit Push? (tuning seeds 5000-5049; docs/results/push_execution_tuning)
+  # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps; the shipped vla_v3 has 5)
+  S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks
+  for k in 10 3; do
+    $FRV export --checkpoint models/vla_v3 --num-steps $k --out /tmp/reproduce_ks/vla_v3_k$k --dataset data/demos_2cam \
+        --int8
+  done
+  for task in reach push; do  # int8 at the trained 10 steps (README int8 table)
+    $FRV eval --in-process --task $task --episodes 50 --seed 3000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
+        --backend onnxruntime-int8 --pipelines flow_only --json "$S/${task}_seed3000_vla_v3_k10_int8.json"
+  done
+  for k in 5 3; do
+    $FRV export --checkpoint models/reach_v2 --num-steps $k --out /tmp/reproduce_ks/reach_v2_k$k
+    $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint /tmp/reproduce_ks/reach_v2_k$k \
+        --backend onnxruntime --pipelines flow_only --json "$S/reach_seed3000_reach_v2_k$k.json"
+  done
+  for k in 10 5 3; do
+    C=/tmp/reproduce_ks/vla_v3_k$k; [ $k = 5 ] && C=models/vla_v3
+    for task in reach push pick_and_place; do
+      $FRV eval --in-process --task $task --episodes 50 --seed 3000 --checkpoint "$C" --backend onnxruntime \
+          --pipelines flow_only --json "$S/${task}_seed3000_vla_v3_k$k.json"
+    done
+    for task in push pick_and_place; do
+      $FRV eval --in-process --task $task --episodes 50 --seed 5000 --checkpoint "$C" --backend onnxruntime \
+          --pipelines flow_only --json "$S/${task}_seed5000_vla_v3_k$k.json"
+    done
+  done
+  # issue 3: does chunk execution limit Push? (tuning seeds 5000-5049, vla_v3 at its trained 10 steps;
+  # docs/results/push_execution_tuning)
   T="$OUT/push_execution_tuning"; mkdir -p "$T"
   sed "s/    control_period_s: 0.04/    control_period_s: 0.04\n    splice_mode: replace/" config/stack.yaml > "$T/p_replace.yaml"
   for d in 0.0 2.0; do
@@ -66,8 +93,8 @@ results|all)
   done
   for c in base replace d0.0 d2.0; do
     P="$T/p_$c.yaml"; [ "$c" = base ] && P=config/stack.yaml
-    $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint models/vla_v3 --backend onnxruntime \
-        --pipelines flow_only --params "$P" --json "$T/vla_v3_seed5000_$c.json"
+    $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
+        --backend onnxruntime --pipelines flow_only --params "$P" --json "$T/vla_v3_seed5000_$c.json"
   done
   rm -f "$T"/p_*.yaml
   # issue 7: lockstep replay of a recorded run reproduces its commands

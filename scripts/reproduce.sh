@@ -15,6 +15,11 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
   $FRV collect --task all --episodes 400 --seed 1000 --out data/demos_2cam --cameras scene side --workers 2
   $FRV collect --task push --episodes 600 --seed 1000 --out data/demos_2cam --cameras scene side --workers 2
   $FRV collect --task pick_and_place --episodes 800 --seed 1000 --out data/demos_2cam --cameras scene side --workers 2
+  # vla_v4: the same with twice the Push episodes (1,200, seeds 1000-2199): a hard-linked copy (files are
+  # replaced, never rewritten in place), then Push re-collected into it
+  rm -rf data/demos_2cam_push1200 && cp -al data/demos_2cam data/demos_2cam_push1200
+  rm -f data/demos_2cam_push1200/features_*.safetensors
+  $FRV collect --task push --episodes 1200 --seed 1000 --out data/demos_2cam_push1200 --cameras scene side --workers 2
   # single-task Reach: reach_v1 (scene camera), reach_v2 (scene + side)
   $FRV collect --task reach --episodes 400 --seed 1000 --out data/demos --workers 2
   $FRV collect --task reach --episodes 1500 --seed 20000 --out data/reach_2cam --cameras scene side --workers 2 ;;
@@ -24,6 +29,14 @@ train)
   $FRV train --config config/train_reach_v2.yaml && $FRV export --checkpoint models/reach_v2 --out models/reach_v2
   $FRV train --config config/train_vla_v3.yaml && $FRV export --checkpoint models/vla_v3 --out models/vla_v3 --int8 \
       --dataset data/demos_2cam
+  # experiment, not shipped: twice the Push data (docs/results/push_data_scaling)
+  mkdir -p "$OUT/push_data_scaling"
+  $FRV train --config config/train_vla_v4.yaml && $FRV export --checkpoint models/vla_v4 --out models/vla_v4 --int8 \
+      --dataset data/demos_2cam_push1200
+  for ts in reach:3000 push:3000 push:5000 pick_and_place:3000 pick_and_place:5000; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task ${ts%:*} --episodes 50 --seed ${ts#*:} --checkpoint models/vla_v4 \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/push_data_scaling/${ts%:*}_seed${ts#*:}_vla_v4.json"
+  done
   $FRV train --config config/train_vla_mlp_v2.yaml &&
       $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)

@@ -135,6 +135,16 @@ bench)
   for i in 1 2 3; do for prio in idle nice; do
     $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
         --set rag_monitor.worker_priority=$prio --json "/tmp/ab_${prio}_$i.json"
+  done; done
+  # 10 vs 5 sampler steps, same architecture (reach_v2 vs vla_v3), alternated (docs/results/sampler_steps)
+  L="$OUT/sampler_steps/latency_ab"; mkdir -p "$L"
+  for r in 1 2 3; do for m in reach_v2 vla_v3; do
+    $FRV bench --checkpoint models/$m --sections backends --backends onnxruntime onnxruntime-int8 --iters 300 \
+        --json "$L/backends_${m}_$r.json"
+  done; done
+  for r in 1 2; do for m in reach_v2 vla_v3; do
+    $FRV bench --checkpoint models/$m --sections replay --pipelines flow_only parallel --frames 300 \
+        --json "$L/replay_${m}_$r.json"
   done; done ;;
 *) echo "usage: $0 [data|train|results|bench]" >&2; exit 2 ;;
 esac

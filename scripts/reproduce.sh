@@ -145,6 +145,10 @@ bench)
   for r in 1 2; do for m in reach_v2 vla_v3; do
     $FRV bench --checkpoint models/$m --sections replay --pipelines flow_only parallel --frames 300 \
         --json "$L/replay_${m}_$r.json"
+  done; done
+  for r in 1 2; do for m in reach_v2 vla_v3; do
+    $FRV bench --checkpoint models/$m --sections backends --backends torch onnxruntime --iters 300 \
+        --json "$L/torch_vs_ort_${m}_$r.json"
   done; done ;;
 *) echo "usage: $0 [data|train|results|bench]" >&2; exit 2 ;;
 esac

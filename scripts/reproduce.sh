@@ -8,6 +8,15 @@ OUT=${OUT:-docs/results}
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1  # batch-1 inference and training are fastest single-threaded on small CPUs
 
+# five_sets CHECKPOINT NAME DIR: the five 50-episode task/seed sets the multi-task models are compared on
+# (Reach 3000, Push 3000 / 5000, PickAndPlace 3000 / 5000) -> DIR/<task>_seed<seed>_NAME.json
+five_sets() {
+  for ts in reach:3000 push:3000 push:5000 pick_and_place:3000 pick_and_place:5000; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task "${ts%:*}" --episodes 50 --seed "${ts#*:}" --checkpoint "$1" \
+        --backend onnxruntime --pipelines flow_only --json "$3/${ts%:*}_seed${ts#*:}_$2.json"
+  done
+}
+
 case "${1:-all}" in
 data)   # scripted-expert demonstrations (experts' own success rates land in meta.json)
   # multi-task (vla_v3, vla_mlp_v2): reach 400, push 600, pick_and_place 800 episodes (the second and third
@@ -33,10 +42,7 @@ train)
   mkdir -p "$OUT/push_data_scaling"
   $FRV train --config config/train_vla_v4.yaml && $FRV export --checkpoint models/vla_v4 --out models/vla_v4 --int8 \
       --dataset data/demos_2cam_push1200
-  for ts in reach:3000 push:3000 push:5000 pick_and_place:3000 pick_and_place:5000; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task ${ts%:*} --episodes 50 --seed ${ts#*:} --checkpoint models/vla_v4 \
-        --backend onnxruntime --pipelines flow_only --json "$OUT/push_data_scaling/${ts%:*}_seed${ts#*:}_vla_v4.json"
-  done
+  five_sets models/vla_v4 vla_v4 "$OUT/push_data_scaling"
   $FRV train --config config/train_vla_mlp_v2.yaml &&
       $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)
@@ -88,14 +94,7 @@ results|all)
   done
   for k in 10 5 3; do
     C=/tmp/reproduce_ks/vla_v3_k$k; [ $k = 5 ] && C=models/vla_v3
-    for task in reach push pick_and_place; do
-      $FRV eval --in-process --task $task --episodes 50 --seed 3000 --checkpoint "$C" --backend onnxruntime \
-          --pipelines flow_only --json "$S/${task}_seed3000_vla_v3_k$k.json"
-    done
-    for task in push pick_and_place; do
-      $FRV eval --in-process --task $task --episodes 50 --seed 5000 --checkpoint "$C" --backend onnxruntime \
-          --pipelines flow_only --json "$S/${task}_seed5000_vla_v3_k$k.json"
-    done
+    five_sets "$C" vla_v3_k$k "$S"
   done
   # issue 3: does chunk execution limit Push? (tuning seeds 5000-5049, vla_v3 at its trained 10 steps;
   # docs/results/push_execution_tuning)

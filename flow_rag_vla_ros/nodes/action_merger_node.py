@@ -12,8 +12,8 @@ from flow_rag_vla_ros.core.latency import LatencyStats
 from flow_rag_vla_ros.core.merger import ActionMerger, MergerConfig
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (command_to_msg, diagnostic, episode_events, msg_to_chunk,
-                                                msg_to_correction, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (RESTART_ACK, RESTART_ACK_TOPIC, command_to_msg, diagnostic,
+                                                episode_events, msg_to_chunk, msg_to_correction, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 
 
@@ -25,6 +25,10 @@ class MergerTopicsConfig:
     diagnostics_topic: str = param('/diagnostics', 'watchdog / health diagnostics')
     events_topic: str = param('/task/events', "episode events: a 'start' restarts the merger (drops the "
                                               "previous episode's queue); empty = never")
+    restart_ack_topic: str = param(RESTART_ACK_TOPIC, "acknowledges each 'start' event once the merger "
+                                   'has restarted (same stamp): a lockstep sim or replay sends the next '
+                                   "episode's first frame only after it, because DDS does not order messages "
+                                   'across topics; empty = no acknowledgements')
     frame_id: str = param('scene_camera', 'frame_id for commands produced by the timer (hold)')
 
 
@@ -42,8 +46,11 @@ class ActionMergerNode(StackNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.diagnostics_topic, qos.RELIABLE)
         self.create_subscription(JointTrajectory, topics.chunk_topic, self.on_chunk, qos.RELIABLE)
         self.create_subscription(DiagnosticArray, topics.correction_topic, self.on_correction, qos.RELIABLE)
+        self.restart_ack_pub = None
         if topics.events_topic:
             self.create_subscription(DiagnosticArray, topics.events_topic, self.on_event, qos.EVENTS)
+            if topics.restart_ack_topic:
+                self.restart_ack_pub = self.create_publisher(DiagnosticArray, topics.restart_ack_topic, qos.EVENTS)
         self.timer = self.create_timer(self.merger_config.control_period_s, self.on_timer)
         # fires exactly stale_timeout_s after the last chunk (reset by every chunk), so the hold does not
         # wait for the next control tick
@@ -116,6 +123,9 @@ class ActionMergerNode(StackNode):
             stamp = stamp_to_ns(msg.header.stamp)
             self.merger.restart(stamp)
             self.get_logger().info(f'episode start after frame {stamp}: merger restarted')
+            if self.restart_ack_pub is not None:
+                self.restart_ack_pub.publish(diagnostic(stamp, msg.header.frame_id, RESTART_ACK, 'restarted', {},
+                                                        hardware_id=self.get_name()))
 
     def on_timer(self) -> None:
         t = now_ns()

@@ -132,6 +132,8 @@ def key_values(status: DiagnosticStatus) -> dict[str, str]:
 
 # DiagnosticStatus.name of the sim's episode events; the message is start / success / failure / timeout
 EPISODE_STATUS = 'episode'
+RESTART_ACK = 'action_merger/restart'  # status name of the merger's acknowledgement of an episode 'start'
+RESTART_ACK_TOPIC = '/action_merger/restarted'
 
 
 def episode_events(msg: DiagnosticArray) -> list[tuple[str, dict[str, str]]]:

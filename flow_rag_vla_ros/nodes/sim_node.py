@@ -19,8 +19,8 @@ from std_msgs.msg import String
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, array_to_image, diagnostic, make_header,
-                                                msg_to_command, proprio_to_msg, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, RESTART_ACK_TOPIC, array_to_image, diagnostic,
+                                                make_header, msg_to_command, proprio_to_msg, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
 
@@ -41,6 +41,10 @@ class SimNodeConfig:
     instruction_topic: str = param('/task/instruction', 'task instruction (std_msgs/String, latched)')
     events_topic: str = param('/task/events', 'episode events (diagnostic_msgs/DiagnosticArray)')
     command_topic: str = param('/robot/command', 'merged command (sensor_msgs/JointState velocity)')
+    restart_ack_topic: str = param(RESTART_ACK_TOPIC, "lockstep: the first frame of an episode waits for the "
+                                   "merger's acknowledgement of the 'start' event (up to command_timeout_s), so "
+                                   "no command of the new episode comes from the previous episode's queue; "
+                                   "empty = do not wait")
 
     def __post_init__(self):
         require(self.clock_mode in ('lockstep', 'realtime'), f'clock_mode {self.clock_mode!r} invalid')
@@ -73,6 +77,10 @@ class SimNode(StackNode):
         self.instruction_pub = self.create_publisher(String, cfg.instruction_topic, qos.LATCHED)
         self.events_pub = self.create_publisher(DiagnosticArray, cfg.events_topic, qos.EVENTS)
         self.create_subscription(JointState, cfg.command_topic, self.on_command, qos.RELIABLE)
+        self.awaiting_restart: tuple[int, int] | None = None  # (start event stamp, sent ns) until acknowledged
+        self.unacknowledged_starts = 0
+        if cfg.clock_mode == 'lockstep' and cfg.restart_ack_topic:
+            self.create_subscription(DiagnosticArray, cfg.restart_ack_topic, self.on_restart_ack, qos.EVENTS)
 
         self.results: list[EpisodeResult] = []
         self.frames_published = 0
@@ -146,7 +154,10 @@ class SimNode(StackNode):
         self.last_command = None
         self._publish_instruction(self.obs.instruction)
         self._event('start', seed=seed, scenario=self.sim_config.scenario)
-        self._publish_frame()
+        if self.config.clock_mode == 'lockstep' and self.config.restart_ack_topic:
+            self.awaiting_restart = (self.frame_stamp_ns, now_ns())  # on_restart_ack publishes the frame
+        else:
+            self._publish_frame()
 
     def _apply(self, action: np.ndarray | None) -> None:
         if action is None:  # hold: zero motion, gripper unchanged
@@ -168,10 +179,15 @@ class SimNode(StackNode):
             self._publish_frame()
 
     # -- callbacks ------------------------------------------------------------------------------
+    def on_restart_ack(self, msg: DiagnosticArray) -> None:
+        if self.awaiting_restart is not None and stamp_to_ns(msg.header.stamp) == self.awaiting_restart[0]:
+            self.awaiting_restart = None
+            self._publish_frame()
+
     def on_command(self, msg: JointState) -> None:
         action = self.parse('command', msg_to_command, msg)
-        if action is None:
-            return
+        if action is None or self.awaiting_restart is not None:
+            return  # between episodes: the previous frame's (repeated) command must not step the new one
         stamp = stamp_to_ns(msg.header.stamp)
         if self.config.clock_mode == 'realtime':
             self.last_command, self.last_command_ns = action, now_ns()  # latest wins, like a motor driver
@@ -213,6 +229,15 @@ class SimNode(StackNode):
             if (t - self.started_ns) / 1e9 > timeout:
                 self.get_logger().error('no answer from the stack (or start gate shut); giving up')
                 self.finished = True
+            return
+        if self.awaiting_restart is not None:
+            if (t - self.awaiting_restart[1]) / 1e9 > self.config.command_timeout_s:
+                self.unacknowledged_starts += 1
+                self.get_logger().warning(f'episode {self.episode}: the merger did not acknowledge the start '
+                                          f'within {self.config.command_timeout_s} s (is it subscribed to '
+                                          f'{self.config.events_topic}?); starting anyway')
+                self.awaiting_restart = None
+                self._publish_frame()
             return
         if (t - self.frame_sent_ns) / 1e9 > self.config.command_timeout_s:
             if self.resends < self.config.resend_attempts:

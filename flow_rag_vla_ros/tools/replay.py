@@ -94,8 +94,8 @@ def _make_replayer(context):
 
     from flow_rag_vla_ros.nodes import qos
     from flow_rag_vla_ros.nodes.base import LATENCY_TOPIC
-    from flow_rag_vla_ros.nodes.conversions import (key_values, msg_to_chunk, msg_to_command, msg_to_correction,
-                                                    stamp_to_ns)
+    from flow_rag_vla_ros.nodes.conversions import (RESTART_ACK_TOPIC, key_values, msg_to_chunk, msg_to_command,
+                                                    msg_to_correction, stamp_to_ns)
 
     class Replayer(Node):
         """Publishes the recorded inputs; keeps the first command / chunk per stamp and every alarm."""
@@ -119,6 +119,8 @@ def _make_replayer(context):
             self.create_subscription(JointTrajectory, CHUNK, self.on_chunk, qos.RELIABLE)
             self.create_subscription(DiagnosticArray, CORRECTION, self.on_correction, qos.RELIABLE)
             self.create_subscription(Float32MultiArray, '/vla/instruction_embedding', self.on_embedding, qos.LATCHED)
+            self.restarts_acknowledged: set[int] = set()  # stamps of 'start' events the merger has acted on
+            self.create_subscription(DiagnosticArray, RESTART_ACK_TOPIC, self.on_restart_ack, qos.EVENTS)
 
         def _keep(self, what, fn, msg):
             try:
@@ -153,6 +155,9 @@ def _make_replayer(context):
         def on_embedding(self, msg):
             self.embedding_labels.update(d.label for d in msg.layout.dim)
 
+        def on_restart_ack(self, msg):
+            self.restarts_acknowledged.add(stamp_to_ns(msg.header.stamp))
+
     return Replayer()
 
 
@@ -167,6 +172,7 @@ class _Driver:
         self.last_stamp = 0
         self.answered = False
         self.unanswered = 0
+        self.unacknowledged_starts = 0
         self.recorded_chunks: set[int] = set()  # recorded frame stamps that have a recorded chunk
         self.warm_up_stamps: set[int] = set()  # published stamps sent while the stack was still starting
         self.logger = node.get_logger()
@@ -251,11 +257,20 @@ class _Driver:
             self.logger.warning(f'no instruction embedding for {msg.data!r} within {timeout} s; going on')
 
     def event(self, msg) -> None:
-        from flow_rag_vla_ros.nodes.conversions import stamp_to_ns
+        from flow_rag_vla_ros.nodes.conversions import episode_events, stamp_to_ns
         recorded = stamp_to_ns(msg.header.stamp)
-        self._set_stamp(msg, self.published.get(recorded, recorded if self.config.stamps == 'original'
-                                                 else max(now_ns(), self.last_stamp)))
+        stamp = self.published.get(recorded, recorded if self.config.stamps == 'original'
+                                   else max(now_ns(), self.last_stamp))
+        self._set_stamp(msg, stamp)
         self.node.events_pub.publish(msg)
+        if not (self.config.lockstep and any(kind == 'start' for kind, _ in episode_events(msg))):
+            return
+        # like the lockstep sim: the next episode's first frame goes out once the merger has restarted (DDS
+        # does not order messages across topics, and a late restart would leave the recorded run's commands)
+        if not self.spin_until(lambda: stamp in self.node.restarts_acknowledged, self.config.command_timeout_s):
+            self.unacknowledged_starts += 1
+            self.logger.warning(f'the merger did not acknowledge the episode start at {stamp} within '
+                                f'{self.config.command_timeout_s} s; going on')
 
     def state(self, msg) -> None:
         if self.config.stamps == 'restamp':
@@ -336,7 +351,8 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
     return {
         'bag': str(bag), 'config': asdict(config), 'wall_s': wall_s,
         'frames': {'recorded': len(rec.frames), 'replayed': len(driver.published), 'commanded': len(commands),
-                   'unanswered': driver.unanswered, 'recorded_commands': len(rec.commands)},
+                   'unanswered': driver.unanswered, 'recorded_commands': len(rec.commands),
+                   'unacknowledged_starts': driver.unacknowledged_starts},
         'actions': action_errors(commands, rec.commands, stamps),
         'chunks': chunk_errors(chunks, rec.chunks, stamps),
         'per_episode': episodes,

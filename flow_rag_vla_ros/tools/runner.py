@@ -194,6 +194,7 @@ def run_stack(spec: RunSpec) -> dict:
             # warm-up frames (answered while models were still loading) are not part of the run
             collector.drop_before(sim.first_episode_stamp_ns)
             collector.frames_published = sim.frames_published
+            collector.unacknowledged_starts = sim.unacknowledged_starts
             collected = (collector, rss, results)
         finally:
             for n in created:
@@ -223,6 +224,8 @@ def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: 
         'frames_published': collector.frames_published,
         'frames_commanded': len(collector.e2e),
         'dropped_frames': max(0, collector.frames_published - len(collector.e2e)),
+        # lockstep episodes whose first frame went out without the merger's restart acknowledgement
+        'unacknowledged_starts': collector.unacknowledged_starts,
         'frame_rate_hz': len(collector.e2e) / wall_s if wall_s else 0.0,
         'command_paths': collector.command_paths,
         'corrections_used': collector.corrections_used,

@@ -4,6 +4,7 @@ Exact commands need a deterministic pipeline (flow_only): in the parallel pipeli
 are asynchronous by design, so whether one lands before a given frame's command depends on timing. There the
 chunks (the policy's output) still reproduce exactly, and every recorded frame gets a command.
 """
+import json
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def record_and_replay(tmp_path, checkpoint, backend, task='reach', episodes=1, pipeline='flow_only') -> dict:
-    bag = tmp_path / 'sim_bag'
+    bag, sim_json = tmp_path / 'sim_bag', tmp_path / 'sim.json'
     assert main(['sim', '--task', task, '--episodes', str(episodes), '--checkpoint', str(checkpoint),
-                 '--backend', backend, '--pipeline', pipeline, '--record', str(bag)]) == 0
+                 '--backend', backend, '--pipeline', pipeline, '--record', str(bag), '--json', str(sim_json)]) == 0
+    # every episode's first frame went out after the merger had restarted (in the recording and the replay)
+    assert json.loads(sim_json.read_text())['unacknowledged_starts'] == 0
     with BagReader(bag) as reader:
         recorded_commands = reader.topics['/robot/command'].count
         assert reader.topics['/camera/image_raw'].count >= recorded_commands > 0
@@ -28,6 +31,7 @@ def record_and_replay(tmp_path, checkpoint, backend, task='reach', episodes=1, p
     result = replay_bag(bag, config)
     summary = {k: result[k] for k in ('frames', 'actions', 'chunks')}
     assert result['frames']['unanswered'] == 0, summary
+    assert result['frames']['unacknowledged_starts'] == 0, summary
     assert _nearly_all(result['actions']['n'], result['frames']['recorded_commands']), summary
     assert _nearly_all(result['chunks']['n'], result['actions']['n']), summary
     return result

@@ -1,4 +1,6 @@
 """Action merger node: an episode 'start' event restarts the merger (the previous episode's queue is dropped)."""
+import time
+
 import numpy as np
 import pytest
 import rclpy
@@ -35,4 +37,45 @@ def test_start_event_drops_the_previous_episodes_queue(events_topic):
     finally:
         if node is not None:
             node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize('ack_topic', ['/action_merger/restarted', ''])
+def test_restart_is_acknowledged_with_the_start_events_stamp(ack_topic):
+    """A lockstep sim or replay sends the next episode's first frame only after this acknowledgement."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    from flow_rag_vla_ros.nodes import qos
+    from flow_rag_vla_ros.nodes.conversions import RESTART_ACK, stamp_to_ns
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = listener = None
+    try:
+        node = ActionMergerNode(context=context, parameter_overrides=[
+            Parameter('clock', value='frames'), Parameter('restart_ack_topic', value=ack_topic)])
+        listener = rclpy.create_node('ack_listener', context=context)
+        acks = []
+        listener.create_subscription(DiagnosticArray, '/action_merger/restarted', acks.append, qos.EVENTS)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(listener)
+        published = {t for t, _ in node.get_publisher_names_and_types_by_node('action_merger', '/')}
+        assert ('/action_merger/restarted' in published) == bool(ack_topic)
+        if not ack_topic:
+            return
+        deadline = time.monotonic() + 5.0  # discovery: the ack is volatile, so wait until the listener matched
+        while node.restart_ack_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        node.on_event(diagnostic(S + DT, 'scene_camera', EPISODE_STATUS, 'success', {'episode': 0}))
+        node.on_event(diagnostic(S + DT, 'scene_camera', EPISODE_STATUS, 'start', {'episode': 1}))
+        deadline = time.monotonic() + 5.0
+        while not acks and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        executor.spin_once(timeout_sec=0.2)  # a (wrong) ack of the 'success' event would be here by now
+        assert [stamp_to_ns(a.header.stamp) for a in acks] == [S + DT]  # only 'start' is acknowledged
+        assert acks[0].status[0].name == RESTART_ACK
+    finally:
+        for n in (listener, node):
+            if n is not None:
+                n.destroy_node()
         rclpy.try_shutdown(context=context)

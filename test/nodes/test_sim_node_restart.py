@@ -1,0 +1,103 @@
+"""Lockstep sim node: an episode's first frame waits for the merger's acknowledgement of the 'start' event.
+
+DDS orders messages per topic, not across topics: without the wait, the new episode's first frame (and its
+chunk) could reach the merger before the 'start' event, and the first command of the episode would come
+from the previous episode's queue. Callbacks are driven directly; the merger side of the handshake is
+tested in test_merger_node_events.py.
+"""
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+
+from flow_rag_vla_ros.nodes.conversions import EPISODE_STATUS, RESTART_ACK, command_to_msg, diagnostic
+from flow_rag_vla_ros.nodes.sim_node import SimNode
+
+pytestmark = pytest.mark.ros
+ACTION = np.array([0.1, 0.0, 0.0, 0.0], np.float32)
+
+
+@pytest.fixture
+def make_sim():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes = []
+
+    def make(**params):
+        overrides = [Parameter('episodes', value=2), Parameter('image_size', value=32),
+                     Parameter('command_timeout_s', value=0.2)]
+        overrides += [Parameter(k, value=v) for k, v in params.items()]
+        node = SimNode(context=context, parameter_overrides=overrides)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.close()
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+def answer_warm_up(sim: SimNode) -> int:
+    """The stack answers the warm-up frame: episode 0 starts. Returns the 'start' event's stamp."""
+    warm_up = sim.frame_stamp_ns
+    sim.on_command(command_to_msg(ACTION, warm_up, 'scene_camera'))
+    assert sim.episode == 0
+    return warm_up
+
+
+def ack(stamp: int):
+    return diagnostic(stamp, 'scene_camera', RESTART_ACK, 'restarted', {})
+
+
+def test_first_frame_of_an_episode_waits_for_the_restart_acknowledgement(make_sim):
+    sim = make_sim()
+    start = answer_warm_up(sim)
+    assert sim.frames_published == 0 and sim.frame_stamp_ns == start  # no episode frame yet
+    sim.on_command(command_to_msg(ACTION, start, 'scene_camera'))  # a repeated answer to the warm-up frame
+    assert sim.steps == 0  # ... must not step the new episode
+    sim.on_restart_ack(ack(start - 1))  # an acknowledgement of another start
+    assert sim.frames_published == 0
+    sim.on_restart_ack(ack(start))
+    assert sim.frames_published == 1 and sim.frame_stamp_ns > start
+    sim.on_command(command_to_msg(ACTION, sim.frame_stamp_ns, 'scene_camera'))
+    assert sim.steps == 1
+    assert sim.unacknowledged_starts == 0
+
+
+def test_missing_acknowledgement_starts_the_episode_after_the_timeout(make_sim):
+    sim = make_sim()
+    start = answer_warm_up(sim)
+    sim.on_timer()
+    assert sim.frames_published == 0  # not overdue yet
+    time.sleep(0.25)  # command_timeout_s 0.2
+    sim.on_timer()
+    assert sim.frames_published == 1 and sim.frame_stamp_ns > start
+    assert sim.unacknowledged_starts == 1
+    sim.on_restart_ack(ack(start))  # a late acknowledgement changes nothing
+    assert sim.frames_published == 1
+
+
+@pytest.mark.parametrize('params', [{'restart_ack_topic': ''}, {'clock_mode': 'realtime'}])
+def test_no_wait_when_disabled_or_in_real_time(make_sim, params):
+    sim = make_sim(**params)
+    if params.get('clock_mode') == 'realtime':
+        sim.last_command = ACTION  # real time: the first answer that arrived starts the run on a timer tick
+        sim.on_timer()
+    else:
+        answer_warm_up(sim)
+    assert sim.episode == 0 and sim.frames_published == 1
+    assert sim.awaiting_restart is None
+
+
+def test_start_event_carries_the_stamp_that_is_acknowledged(make_sim):
+    """The merger acknowledges with the event's own stamp: the event must carry the stamp the sim waits for."""
+    sim = make_sim()
+    events = []
+    sim.events_pub.publish = events.append  # the message as published
+    start = answer_warm_up(sim)
+    (event,) = events
+    assert event.status[0].name == EPISODE_STATUS and event.status[0].message == 'start'
+    assert event.header.stamp.sec * 10**9 + event.header.stamp.nanosec == start == sim.awaiting_restart[0]

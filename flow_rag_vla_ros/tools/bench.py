@@ -200,10 +200,11 @@ def print_table(result: dict) -> None:
             t.add_row(str(size), str(r.get('index', '')), fmt(r['p50']), fmt(r['p99']))
         console.print(t)
     if 'backends' in result:
-        t = Table(title='policy step = vision + full K-step sampling (ms)')
-        for c in ('requested', 'used', 'p50', 'p99'):
+        t = Table(title='policy step = vision + full K-step sampling (ms), backends timed in alternation')
+        for c in ('requested', 'used', 'p50', 'p99', 'torch p50 / p50'):
             t.add_column(c)
         for name, r in result['backends'].items():
             pm = r.get('policy_ms') or {}
-            t.add_row(name, str(r.get('used', name)), fmt(pm.get('p50')), fmt(pm.get('p99')))
+            t.add_row(name, str(r.get('used', name)), fmt(pm.get('p50')), fmt(pm.get('p99')),
+                      fmt(r.get('speedup_vs_torch')))
         console.print(t)

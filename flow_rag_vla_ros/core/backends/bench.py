@@ -1,7 +1,8 @@
 """Backend latency: policy step = vision encode + full K-step sampling, batch 1, single thread.
 
 `benchmark_backends(checkpoint_dir, names, iters, warmup)` ->
-    {name: {'used', 'device', 'policy_ms': {'p50', 'p99', 'mean'}, 'encode_ms': {...}, 'act_ms': {...}}}
+    {name: {'used', 'device', 'policy_ms': {'p50', 'p99', 'mean'}, 'encode_ms': {...}, 'act_ms': {...},
+            'speedup_vs_torch'}}
 Each requested backend is loaded strictly (no fallback), so a number is always the named backend's; an
 unavailable one reports `{'available': False, 'reason': ...}`. Inputs are fixed (seeded) so every backend
 sees the same frames.
@@ -42,27 +43,52 @@ def bench_inputs(image_shape: tuple[int, int], horizon: int, seed: int = 0) -> d
             'noise': rng.standard_normal((horizon, 4)).astype(np.float32)}
 
 
-def benchmark_backend(backend, iters: int = 300, warmup: int = 20) -> dict:
-    x = bench_inputs(backend.image_shape, backend.horizon)
-    tokens = backend.encode(x['image'])
-    return {'used': backend.name, 'device': backend.device, 'available': True,
-            'policy_ms': time_call(lambda: backend.policy(x['image'], x['proprio'], x['language'], x['noise']),
-                                   iters, warmup),
-            'encode_ms': time_call(lambda: backend.encode(x['image']), iters, warmup),
-            'act_ms': time_call(lambda: backend.act(tokens, x['proprio'], x['language'], x['noise']), iters, warmup)}
+def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int, block: int = 10) -> dict:
+    """Time several callables under the same machine conditions: blocks of `block` calls each, in turn
+    (the order rotates every round), until each has `iters` samples. A shared VM drifts by tens of percent
+    within minutes, so timing one backend after the other measures the drift as much as the backends.
+    The first call of each block (cold after the switch) is not counted: a node calls one model only."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names, samples = list(fns), {name: [] for name in fns}
+    for round_ in range(-(-iters // block)):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            fns[name]()
+            for _ in range(min(block, iters - len(samples[name]))):
+                t0 = time.perf_counter()
+                fns[name]()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: summarize(v) for name, v in samples.items()}
 
 
 def benchmark_backends(checkpoint_dir: str | Path, names: Sequence[str], iters: int = 300, warmup: int = 20,
                        threads: int = 1, device: str = 'cpu', **opts) -> dict:
-    results = {}
+    """Every available backend is timed in alternation with the others (`time_interleaved`), so their ratios
+    (`speedup_vs_torch`: torch p50 / this backend's p50) compare like with like."""
+    results, loaded = {}, {}
     for name in names:
         try:
-            backend = load_policy_backend(name, checkpoint_dir, device=device, threads=threads, strict=True, **opts)
+            loaded[name] = load_policy_backend(name, checkpoint_dir, device=device, threads=threads, strict=True,
+                                               **opts)
         except Exception as e:  # unavailable here: report why, keep benchmarking the others
             results[name] = {'available': False, 'used': 'unavailable', 'reason': str(e)}
-            continue
-        results[name] = benchmark_backend(backend, iters, warmup)
-    return results
+    calls = {}
+    for name, backend in loaded.items():
+        x = bench_inputs(backend.image_shape, backend.horizon)
+        tokens = backend.encode(x['image'])
+        calls[name] = {
+            'policy_ms': lambda b=backend, x=x: b.policy(x['image'], x['proprio'], x['language'], x['noise']),
+            'encode_ms': lambda b=backend, x=x: b.encode(x['image']),
+            'act_ms': lambda b=backend, x=x, t=tokens: b.act(t, x['proprio'], x['language'], x['noise'])}
+        results[name] = {'used': backend.name, 'device': backend.device, 'available': True}
+    for key in ('policy_ms', 'encode_ms', 'act_ms'):
+        for name, summary in time_interleaved({n: c[key] for n, c in calls.items()}, iters, warmup).items():
+            results[name][key] = summary
+    if 'torch' in loaded:
+        for name in loaded:
+            results[name]['speedup_vs_torch'] = results['torch']['policy_ms']['p50'] / results[name]['policy_ms']['p50']
+    return {name: results[name] for name in names}
 
 
 def compare_export_modes(policy, image_shape: tuple[int, int], horizon: int, num_steps: int, out_dir: str | Path,

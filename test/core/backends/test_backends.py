@@ -10,7 +10,7 @@ import pytest
 from conftest import frame
 
 from flow_rag_vla_ros.core.backends import BackendUnavailable, load_policy_backend
-from flow_rag_vla_ros.core.backends.bench import benchmark_backends
+from flow_rag_vla_ros.core.backends.bench import benchmark_backends, time_interleaved
 
 
 @pytest.fixture
@@ -152,8 +152,25 @@ def test_benchmark_backends_reports_every_requested_backend(ckpt, standin_loader
         r = res[name]
         assert r['used'] == name
         for key in ('policy_ms', 'encode_ms', 'act_ms'):
-            assert 0 < r[key]['p50'] <= r[key]['p99']
+            assert 0 < r[key]['p50'] <= r[key]['p99'] and r[key]['n'] == 5
+    assert res['torch']['speedup_vs_torch'] == 1.0
+    assert res['onnxruntime']['speedup_vs_torch'] == pytest.approx(
+        res['torch']['policy_ms']['p50'] / res['onnxruntime']['policy_ms']['p50'])
     assert res['tensorrt']['available'] is False and res['tensorrt']['reason']
+    assert list(res) == ['torch', 'onnxruntime', 'tensorrt']
+
+
+def test_time_interleaved_alternates_blocks_and_counts_only_warm_calls():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ('a', 'b', 'c')}
+    res = time_interleaved(fns, iters=7, warmup=2, block=3)
+    assert {name: r['n'] for name, r in res.items()} == {'a': 7, 'b': 7, 'c': 7}
+    assert calls[:6] == ['a', 'a', 'b', 'b', 'c', 'c']  # warm-up
+    rounds = calls[6:]
+    # each block = one uncounted call after the switch + up to 3 timed ones; the order rotates per round
+    assert rounds[:12] == ['a'] * 4 + ['b'] * 4 + ['c'] * 4
+    assert rounds[12:24] == ['b'] * 4 + ['c'] * 4 + ['a'] * 4
+    assert rounds[24:] == ['c'] * 2 + ['a'] * 2 + ['b'] * 2  # the last, partial block: 1 timed call each
 
 
 @pytest.mark.parametrize('name', ['onnxruntime', 'onnxruntime-int8'])

@@ -4,7 +4,10 @@ Preference order in `propose_correction(memory_hits, current_chunk)`:
 1. a stored correction chunk - the chunk that actually succeeded after a failure in a similar state - from the
    hit with the best `similarity * confidence` (cases whose confidence fell below `min_stored_confidence`,
    i.e. whose correction kept failing, are skipped);
-2. otherwise the per-type corrective transform of the current chunk, for the most similar hit's failure type.
+2. otherwise the per-type corrective transform of the current chunk, for the most similar hit's failure type,
+   among the hits whose confidence is at least `min_case_confidence`: a case loses confidence with every
+   episode that failed again after it matched, so a transform that keeps failing in its state stops being
+   proposed there (without this gate a transform's confidence never learned from its outcomes).
 Correction.confidence = case confidence * similarity (stored) or `transform_confidence` * similarity (transform).
 Every output is clamped to [-1, 1]. Actions are `[dx, dy, dz, gripper]`; gripper < 0 closes (panda-gym).
 """
@@ -31,13 +34,15 @@ class CorrectionConfig:
     timeout_scale: float = param(1.5, 'timeout: xyz scale (move faster)')
     min_stored_confidence: float = param(0.2, 'stored correction chunks below this confidence are not used')
     transform_confidence: float = param(0.5, 'confidence of a transform correction (times similarity)')
+    min_case_confidence: float = param(0.2, 'cases below this confidence (episodes kept failing after they '
+                                            'matched) propose no transform')
 
     def __post_init__(self):
         require(self.grasp_close_earlier_steps >= 0, 'grasp_close_earlier_steps must be >= 0')
         for name in ('drop_speed_scale', 'collision_speed_scale', 'misalignment_scale', 'timeout_scale'):
             require(getattr(self, name) > 0, f'{name} must be > 0')
-        require(0 <= self.min_stored_confidence <= 1 and 0 <= self.transform_confidence <= 1,
-                'confidences must be in [0, 1]')
+        require(all(0 <= v <= 1 for v in (self.min_stored_confidence, self.transform_confidence,
+                                           self.min_case_confidence)), 'confidences must be in [0, 1]')
 
 
 @dataclass
@@ -92,7 +97,10 @@ def propose_correction(memory_hits: Sequence[tuple[FailureCase, float]], current
         chunk = np.clip(np.asarray(case.correction_chunk, np.float32), -1.0, 1.0)
         conf, source = float(case.confidence) * max(sim, 0.0), 'stored'
     else:
-        case, sim = max(memory_hits, key=lambda h: h[1])
+        trusted = [(case, sim) for case, sim in memory_hits if (case.confidence or 0.0) >= c.min_case_confidence]
+        if not trusted:
+            return None
+        case, sim = max(trusted, key=lambda h: h[1])
         chunk = correct_chunk(current_chunk, case.failure_type, c)
         conf, source = c.transform_confidence * max(sim, 0.0), 'transform'
     return Correction(chunk=chunk, confidence=float(np.clip(conf, 0.0, 1.0)), failure_type=case.failure_type,

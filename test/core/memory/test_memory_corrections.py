@@ -58,6 +58,15 @@ def test_propose_falls_back_to_transform_of_the_current_chunk():
     assert propose_correction([], chunk()) is None
 
 
+def test_transform_is_not_proposed_from_cases_whose_episodes_kept_failing():
+    distrusted, trusted = _case(1, 'collision', confidence=0.1), _case(2, 'drop', confidence=0.35)
+    p = propose_correction([(distrusted, 0.99), (trusted, 0.9)], chunk())
+    assert p.case_id == 2 and p.failure_type == 'drop'  # the more similar but distrusted case is skipped
+    assert propose_correction([(distrusted, 0.99)], chunk()) is None
+    gate_off = CorrectionConfig(min_case_confidence=0.0)
+    assert propose_correction([(distrusted, 0.99)], chunk(), gate_off).case_id == 1
+
+
 def test_state_embedding_is_deterministic_unit_and_sized():
     rng = np.random.default_rng(0)
     tokens, proprio, lang = rng.standard_normal((9, 320)), rng.standard_normal(7) * 0.1, rng.standard_normal(384)

@@ -29,6 +29,10 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
   rm -rf data/demos_2cam_push1200 && cp -al data/demos_2cam data/demos_2cam_push1200
   rm -f data/demos_2cam_push1200/features_*.safetensors
   $FRV collect --task push --episodes 1200 --seed 1000 --out data/demos_2cam_push1200 --cameras scene side --workers 2
+  # vla_v5: vla_v4's data with 1,500 Reach episodes (seeds 1000-2499), as many as the single-task reach_v2 saw
+  rm -rf data/demos_2cam_v5 && cp -al data/demos_2cam_push1200 data/demos_2cam_v5
+  rm -f data/demos_2cam_v5/features_*.safetensors
+  $FRV collect --task reach --episodes 1500 --seed 1000 --out data/demos_2cam_v5 --cameras scene side --workers 2
   # single-task Reach: reach_v1 (scene camera), reach_v2 (scene + side)
   $FRV collect --task reach --episodes 400 --seed 1000 --out data/demos --workers 2
   $FRV collect --task reach --episodes 1500 --seed 20000 --out data/reach_2cam --cameras scene side --workers 2 ;;
@@ -43,6 +47,15 @@ train)
   $FRV train --config config/train_vla_v4.yaml && $FRV export --checkpoint models/vla_v4 --out models/vla_v4 --int8 \
       --dataset data/demos_2cam_push1200
   five_sets models/vla_v4 vla_v4 "$OUT/push_data_scaling"
+  # the shipped multi-task model: vla_v4's data with 1,500 Reach episodes (docs/results/reach_data_scaling)
+  mkdir -p "$OUT/reach_data_scaling"
+  $FRV train --config config/train_vla_v5.yaml && $FRV export --checkpoint models/vla_v5 --out models/vla_v5 --int8 \
+      --dataset data/demos_2cam_v5
+  five_sets models/vla_v5 vla_v5 "$OUT/reach_data_scaling"
+  for m in vla_v3 vla_v5; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/$m \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/reach_data_scaling/reach_seed5000_100_$m.json"
+  done
   $FRV train --config config/train_vla_mlp_v2.yaml &&
       $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)
@@ -51,12 +64,10 @@ results|all)
   $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
       --json "$OUT/inprocess_reach_v2_200.json"
   for task in pick_and_place push; do  # the multi-task model through the node graph
-    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v3 --json "$OUT/sim_${task}_vla_v3.json"
+    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v5 --json "$OUT/sim_${task}_vla_v5.json"
   done
   # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
-  # (vla_v3 on reach and push: see the int8 loop)
-  $FRV eval --in-process --task pick_and_place --episodes 50 --seed 3000 --checkpoint models/vla_v3 \
-      --backend onnxruntime --pipelines flow_only --json "$OUT/pick_and_place_vla_v3_onnxruntime.json"
+  # (vla_v5: reach_data_scaling/ from the train section; vla_v3, the previous one, is trained there too)
   for task in reach push pick_and_place; do
     $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v2 \
         --backend onnxruntime --pipelines flow_only --json "$OUT/${task}_vla_mlp_v2_onnxruntime.json"
@@ -72,12 +83,13 @@ results|all)
       --report-dir "$OUT/ablation_shifted_camera"
   # issue 4: RAG memory vs injected failures (flow_only vs parallel, same seeds)
   for scenario in heavy_cube slippery_zone external_push; do
-    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v3 \
+    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines flow_only parallel --json "$OUT/rag_push_$scenario.json"
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
-  # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps; the shipped vla_v3 has 5)
+  # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
+  # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks
   for k in 10 3; do
     $FRV export --checkpoint models/vla_v3 --num-steps $k --out /tmp/reproduce_ks/vla_v3_k$k --dataset data/demos_2cam \
@@ -87,9 +99,10 @@ results|all)
     $FRV eval --in-process --task $task --episodes 50 --seed 3000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
         --backend onnxruntime-int8 --pipelines flow_only --json "$S/${task}_seed3000_vla_v3_k10_int8.json"
   done
-  for k in 5 3; do
-    $FRV export --checkpoint models/reach_v2 --num-steps $k --out /tmp/reproduce_ks/reach_v2_k$k
-    $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint /tmp/reproduce_ks/reach_v2_k$k \
+  for k in 10 5 3; do  # the shipped reach_v2 samples with 5
+    C=/tmp/reproduce_ks/reach_v2_k$k
+    if [ $k = 5 ]; then C=models/reach_v2; else $FRV export --checkpoint models/reach_v2 --num-steps $k --out "$C"; fi
+    $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint "$C" \
         --backend onnxruntime --pipelines flow_only --json "$S/reach_seed3000_reach_v2_k$k.json"
   done
   for k in 10 5 3; do
@@ -118,10 +131,12 @@ results|all)
     $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint models/reach_v2 \
         --backend "$backend" --pipelines flow_only --json "$OUT/reach_v2_$backend.json"
     for task in reach push; do
-      $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v3 \
-          --backend "$backend" --pipelines flow_only --json "$OUT/${task}_vla_v3_$backend.json"
+      $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v5 \
+          --backend "$backend" --pipelines flow_only --json "$OUT/${task}_vla_v5_$backend.json"
     done
   done
+  $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint models/vla_v5 --backend onnxruntime-int8 \
+      --pipelines flow_only --json "$OUT/push_seed5000_vla_v5_onnxruntime-int8.json"  # fp32: reach_data_scaling/
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends

@@ -68,9 +68,9 @@ def test_lockstep_replay_of_the_parallel_pipeline_reproduces_the_chunks(tmp_path
 
 
 def _trained_models():
-    found = [d for d in (REPO / 'models' / 'reach_v1', REPO / 'models' / 'vla_v3') if (d / 'config.json').is_file()]
+    found = [d for d in (REPO / 'models' / 'reach_v1', REPO / 'models' / 'vla_v5') if (d / 'config.json').is_file()]
     return found or [pytest.param(None, marks=pytest.mark.skip(
-        reason='no trained model in models/reach_v1 or models/vla_v3 (train one with `flow-rag-vla train`)'))]
+        reason='no trained model in models/reach_v1 or models/vla_v5 (train one with `flow-rag-vla train`)'))]
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Inference backends behind one interface, with a documented fallback chain.
 
-    backend = load_policy_backend('onnxruntime', 'models/vla_v3', device='cpu', threads=1)
+    backend = load_policy_backend('onnxruntime', 'models/vla_v5', device='cpu', threads=1)
     tokens = backend.encode(image_uint8_hwc); chunk = backend.act(tokens, proprio, language, noise)
 
 Backends: `torch` (eager, CPU/CUDA), `torch-cudagraph` (one CUDA graph for vision + the whole sampling

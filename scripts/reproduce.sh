@@ -141,6 +141,12 @@ results|all)
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
   $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench.json"
+  # backends again, alternated within each run (docs/results/backends_alternated)
+  mkdir -p "$OUT/backends_alternated"
+  for r in "" _2; do for m in reach_v2 vla_v5; do
+    $FRV bench --sections backends --backends torch onnxruntime onnxruntime-int8 --checkpoint models/$m \
+        --json "$OUT/backends_alternated/$m$r.json"
+  done; done
   # repeats: the camera-rate replay only (p99 of 300 frames moves by a few ms between runs on a VM)
   $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
       --json "$OUT/bench_replay_rerun.json"

@@ -16,9 +16,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from flow_rag_vla_ros.bag.recorder import STACK_TOPICS, TYPESTORE
 from flow_rag_vla_ros.nodes import qos
-from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, CorrectionMsg, array_to_image, chunk_to_msg,
-                                                command_to_msg, correction_to_msg, diagnostic, image_to_array,
-                                                make_header, msg_to_proprio, proprio_to_msg, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, RESTART_ACK, RESTART_ACK_TOPIC, CorrectionMsg,
+                                                array_to_image, chunk_to_msg, command_to_msg, correction_to_msg,
+                                                diagnostic, image_to_array, make_header, msg_to_proprio,
+                                                proprio_to_msg, stamp_to_ns)
 
 INSTRUCTION = 'reach the red target'
 T0 = 1_700_000_000_000_000_000  # first frame stamp (ns)
@@ -122,9 +123,10 @@ def sim_like_run(frames_per_episode=(6, 5), perturb_episode: int = 1, recorded_a
 
 class FakeStack:
     """A stand-in for the stack nodes: for every frame answers chunk + command (+ an alarm when the frame
-    asks for one) as pure functions of the frame, echoes the instruction embedding. Own context + thread."""
+    asks for one) as pure functions of the frame, echoes the instruction embedding, and acknowledges episode
+    'start' events like the action merger (unless ack_restarts=False). Own context + thread."""
 
-    def __init__(self):
+    def __init__(self, ack_restarts: bool = True):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = n = rclpy.create_node('fake_stack', context=self.context)
@@ -138,8 +140,9 @@ class FakeStack:
         n.create_subscription(Image, '/camera/image_raw', self.on_image, qos.SENSOR)
         n.create_subscription(String, '/task/instruction', lambda m: self.embedding_pub.publish(embedding(m.data)),
                               qos.LATCHED)
-        n.create_subscription(DiagnosticArray, '/task/events', lambda m: self.events.append(m.status[0].message),
-                              qos.EVENTS)
+        self.ack_restarts = ack_restarts
+        self.ack_pub = n.create_publisher(DiagnosticArray, RESTART_ACK_TOPIC, qos.EVENTS)
+        n.create_subscription(DiagnosticArray, '/task/events', self.on_event, qos.EVENTS)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(n)
         self.running = True
@@ -149,6 +152,12 @@ class FakeStack:
     def _spin(self):
         while self.running:
             self.executor.spin_once(timeout_sec=0.05)
+
+    def on_event(self, msg):
+        self.events.append(msg.status[0].message)
+        if self.ack_restarts and msg.status[0].message == 'start':
+            self.ack_pub.publish(diagnostic(stamp_to_ns(msg.header.stamp), msg.header.frame_id, RESTART_ACK,
+                                            'restarted', {}))
 
     def on_state(self, msg):
         self.states[stamp_to_ns(msg.header.stamp)] = msg_to_proprio(msg)

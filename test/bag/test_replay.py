@@ -17,9 +17,9 @@ REPLAY_ALARMS = (5, 9)  # 5: within 3 frames of the failure (true positive); 9: 
 PERTURBED = 0.1  # recorded commands of episode 1 differ from the policy by this on dim 2
 
 
-def fake_stack_factory(stacks):
+def fake_stack_factory(stacks, **fake_stack_options):
     def start(config):
-        stacks.append(FakeStack())
+        stacks.append(FakeStack(**fake_stack_options))
         return stacks[-1]
     return start
 
@@ -65,7 +65,7 @@ def test_lockstep_replay_matches_stamps_and_scores(tmp_path, capsys):
     result = replay_bag(tmp_path / 'bag', config, start_stack=fake_stack_factory(stacks))
     assert stacks[0].events == ['start', 'failure', 'start', 'success']
     assert result['frames'] == {'recorded': 12, 'replayed': 12, 'commanded': 12, 'unanswered': 0,
-                                'recorded_commands': 12}
+                                'recorded_commands': 12, 'unacknowledged_starts': 0}
     a = result['actions']
     assert a['n'] == 12
     np.testing.assert_allclose(a['mse_per_dim'], expected_mse_per_dim(12, 5), atol=1e-9)
@@ -85,6 +85,20 @@ def test_lockstep_replay_matches_stamps_and_scores(tmp_path, capsys):
     json.dumps(result)  # JSON-able as it is
     print_results(result)
     assert 'warm-up' in capsys.readouterr().out
+
+
+def test_lockstep_replay_goes_on_when_the_stack_never_acknowledges_a_start(tmp_path):
+    """A stack without the merger's acknowledgement (e.g. one recorded with events_topic '') still replays
+    whole: each start waits command_timeout_s, is counted, and the commands still match."""
+    items, _ = sim_like_run()
+    write_bag(tmp_path / 'bag', items)
+    stacks = []
+    config = ReplayConfig(rate=0.0, command_timeout_s=0.3, startup_timeout_s=20.0, drain_s=0.3)
+    result = replay_bag(tmp_path / 'bag', config, start_stack=fake_stack_factory(stacks, ack_restarts=False))
+    assert stacks[0].events == ['start', 'failure', 'start', 'success']
+    assert result['frames']['unacknowledged_starts'] == 2
+    assert result['frames']['commanded'] == 12 and result['frames']['unanswered'] == 0
+    assert result['per_episode'][1]['actions']['mse'] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_timed_replay_with_remap_and_original_stamps(tmp_path):

@@ -12,8 +12,8 @@ from flow_rag_vla_ros.core.latency import LatencyStats
 from flow_rag_vla_ros.core.merger import ActionMerger, MergerConfig
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
-from flow_rag_vla_ros.nodes.conversions import (RESTART_ACK, RESTART_ACK_TOPIC, command_to_msg, diagnostic,
-                                                episode_events, msg_to_chunk, msg_to_correction, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (RESTART_ACK_TOPIC, command_to_msg, diagnostic, msg_to_chunk,
+                                                msg_to_correction, restart_ack, stamp_to_ns, starts_episode)
 from flow_rag_vla_ros.nodes.params import declare_config
 
 
@@ -119,13 +119,12 @@ class ActionMergerNode(StackNode):
             self._publish(command, received, 'correction')
 
     def on_event(self, msg: DiagnosticArray) -> None:
-        if any(kind == 'start' for kind, _ in episode_events(msg)):
+        if starts_episode(msg):
             stamp = stamp_to_ns(msg.header.stamp)
             self.merger.restart(stamp)
             self.get_logger().info(f'episode start after frame {stamp}: merger restarted')
             if self.restart_ack_pub is not None:
-                self.restart_ack_pub.publish(diagnostic(stamp, msg.header.frame_id, RESTART_ACK, 'restarted', {},
-                                                        hardware_id=self.get_name()))
+                self.restart_ack_pub.publish(restart_ack(stamp, msg.header.frame_id, self.get_name()))
 
     def on_timer(self) -> None:
         t = now_ns()

@@ -141,6 +141,16 @@ def episode_events(msg: DiagnosticArray) -> list[tuple[str, dict[str, str]]]:
     return [(s.message, key_values(s)) for s in msg.status if s.name == EPISODE_STATUS]
 
 
+def starts_episode(msg: DiagnosticArray) -> bool:
+    """Whether a /task/events message carries an episode 'start' (what restarts the merger)."""
+    return any(kind == 'start' for kind, _ in episode_events(msg))
+
+
+def restart_ack(stamp_ns: int, frame_id: str, hardware_id: str = '') -> DiagnosticArray:
+    """The merger's acknowledgement of the 'start' event stamped `stamp_ns` (same stamp)."""
+    return diagnostic(stamp_ns, frame_id, RESTART_ACK, 'restarted', {}, hardware_id=hardware_id)
+
+
 def diagnostic(stamp_ns: int, frame_id: str, name: str, message: str, values: dict, level=DiagnosticStatus.OK,
                hardware_id: str = '') -> DiagnosticArray:
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,

@@ -79,7 +79,8 @@ class SimNode(StackNode):
         self.create_subscription(JointState, cfg.command_topic, self.on_command, qos.RELIABLE)
         self.awaiting_restart: tuple[int, int] | None = None  # (start event stamp, sent ns) until acknowledged
         self.unacknowledged_starts = 0
-        if cfg.clock_mode == 'lockstep' and cfg.restart_ack_topic:
+        self.waits_for_restart_ack = cfg.clock_mode == 'lockstep' and bool(cfg.restart_ack_topic)
+        if self.waits_for_restart_ack:
             self.create_subscription(DiagnosticArray, cfg.restart_ack_topic, self.on_restart_ack, qos.EVENTS)
 
         self.results: list[EpisodeResult] = []
@@ -154,7 +155,7 @@ class SimNode(StackNode):
         self.last_command = None
         self._publish_instruction(self.obs.instruction)
         self._event('start', seed=seed, scenario=self.sim_config.scenario)
-        if self.config.clock_mode == 'lockstep' and self.config.restart_ack_topic:
+        if self.waits_for_restart_ack:
             self.awaiting_restart = (self.frame_stamp_ns, now_ns())  # on_restart_ack publishes the frame
         else:
             self._publish_frame()

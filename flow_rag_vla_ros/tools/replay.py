@@ -257,13 +257,13 @@ class _Driver:
             self.logger.warning(f'no instruction embedding for {msg.data!r} within {timeout} s; going on')
 
     def event(self, msg) -> None:
-        from flow_rag_vla_ros.nodes.conversions import episode_events, stamp_to_ns
+        from flow_rag_vla_ros.nodes.conversions import stamp_to_ns, starts_episode
         recorded = stamp_to_ns(msg.header.stamp)
         stamp = self.published.get(recorded, recorded if self.config.stamps == 'original'
                                    else max(now_ns(), self.last_stamp))
         self._set_stamp(msg, stamp)
         self.node.events_pub.publish(msg)
-        if not (self.config.lockstep and any(kind == 'start' for kind, _ in episode_events(msg))):
+        if not (self.config.lockstep and starts_episode(msg)):
             return
         # like the lockstep sim: the next episode's first frame goes out once the merger has restarted (DDS
         # does not order messages across topics, and a late restart would leave the recorded run's commands)

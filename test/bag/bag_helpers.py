@@ -16,10 +16,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from flow_rag_vla_ros.bag.recorder import STACK_TOPICS, TYPESTORE
 from flow_rag_vla_ros.nodes import qos
-from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, RESTART_ACK, RESTART_ACK_TOPIC, CorrectionMsg,
-                                                array_to_image, chunk_to_msg, command_to_msg, correction_to_msg,
-                                                diagnostic, image_to_array, make_header, msg_to_proprio,
-                                                proprio_to_msg, stamp_to_ns)
+from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, RESTART_ACK_TOPIC, CorrectionMsg, array_to_image,
+                                                chunk_to_msg, command_to_msg, correction_to_msg, diagnostic,
+                                                image_to_array, make_header, msg_to_proprio, proprio_to_msg,
+                                                restart_ack, stamp_to_ns)
 
 INSTRUCTION = 'reach the red target'
 T0 = 1_700_000_000_000_000_000  # first frame stamp (ns)
@@ -156,8 +156,7 @@ class FakeStack:
     def on_event(self, msg):
         self.events.append(msg.status[0].message)
         if self.ack_restarts and msg.status[0].message == 'start':
-            self.ack_pub.publish(diagnostic(stamp_to_ns(msg.header.stamp), msg.header.frame_id, RESTART_ACK,
-                                            'restarted', {}))
+            self.ack_pub.publish(restart_ack(stamp_to_ns(msg.header.stamp), msg.header.frame_id))
 
     def on_state(self, msg):
         self.states[stamp_to_ns(msg.header.stamp)] = msg_to_proprio(msg)

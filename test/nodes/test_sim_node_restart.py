@@ -12,7 +12,7 @@ import pytest
 import rclpy
 from rclpy.parameter import Parameter
 
-from flow_rag_vla_ros.nodes.conversions import EPISODE_STATUS, RESTART_ACK, command_to_msg, diagnostic
+from flow_rag_vla_ros.nodes.conversions import EPISODE_STATUS, command_to_msg, restart_ack
 from flow_rag_vla_ros.nodes.sim_node import SimNode
 
 pytestmark = pytest.mark.ros
@@ -49,7 +49,7 @@ def answer_warm_up(sim: SimNode) -> int:
 
 
 def ack(stamp: int):
-    return diagnostic(stamp, 'scene_camera', RESTART_ACK, 'restarted', {})
+    return restart_ack(stamp, 'scene_camera')
 
 
 def test_first_frame_of_an_episode_waits_for_the_restart_acknowledgement(make_sim):

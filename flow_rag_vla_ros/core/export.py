@@ -108,7 +108,25 @@ def _torch_export(module, example: tuple, input_names, output_names, opset: int)
         torch.onnx.export(module, tuple(torch.from_numpy(np.asarray(x, np.float32)) for x in example), buf,
                           dynamo=False, opset_version=opset, input_names=list(input_names),
                           output_names=list(output_names), do_constant_folding=True)
-    return buf.getvalue()
+    return drop_empty_trailing_inputs(buf.getvalue())
+
+
+def drop_empty_trailing_inputs(model_bytes: bytes) -> bytes:
+    """Remove omitted optional inputs ('') at the end of each node's input list (same semantics).
+
+    Why: torch exports F.pad as `Pad(x, pads, '')`; ONNX Runtime's PadFusion will not fold such a Pad into
+    the following Conv (it reads the empty name as a non-constant constant_value), so each TF-'same'
+    padded EfficientNet conv kept a Pad plus two layout reorders around it. Without the '' all 12 fold:
+    vision.onnx p50 5.8 -> 3.7 ms on this CPU, identical output.
+    """
+    import onnx
+    model = onnx.load_from_string(model_bytes)
+    changed = False
+    for node in model.graph.node:
+        while len(node.input) and node.input[-1] == '':
+            node.input.pop()
+            changed = True
+    return model.SerializeToString() if changed else model_bytes
 
 
 def export_verified(module, path: str | os.PathLike, input_names: Sequence[str], output_names: Sequence[str],

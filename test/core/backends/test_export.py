@@ -86,3 +86,27 @@ def test_failed_export_keeps_previous_files(exported_dir, standin_policy, tmp_pa
 def test_opset_below_17_rejected(standin_policy, tmp_path):
     with pytest.raises(ValueError):
         export_policy(standin_policy, tmp_path, (32, 32), 8, opset=16)
+
+
+def test_same_padded_convs_export_without_pad_nodes_after_ort_fusion(tmp_path):
+    """TF-'same' padding (F.pad before the conv) must reach ONNX Runtime in a form its PadFusion folds into
+    the Conv: a Pad left in the graph costs a pair of NCHWc layout reorders per conv on the CPU."""
+    import onnxruntime as ort
+
+    from flow_rag_vla_ros.core.vision import SameConv2d
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(SameConv2d(3, 8, 3, stride=2), torch.nn.ReLU6(),  # asymmetric pad (0, 1)
+                              SameConv2d(8, 8, 5, groups=8), torch.nn.ReLU6())    # symmetric pad (2, 2)
+    x = np.random.default_rng(0).random((1, 3, 16, 16)).astype(np.float32)
+    export_verified(net, tmp_path / 'vision.onnx', ['images'], ['tokens'], {'random': [(x,)]})
+    graph = onnx.load(str(tmp_path / 'vision.onnx')).graph
+    assert [n.op_type for n in graph.node].count('Pad') == 2  # the export itself keeps torch's Pad ...
+    assert not any(len(n.input) and n.input[-1] == '' for n in graph.node)  # ... minus the omitted input
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
+    out = ort.InferenceSession(str(tmp_path / 'vision.onnx'), so, providers=['CPUExecutionProvider']).run(
+        None, {'images': x})[0]
+    assert 'Pad' not in [n.op_type for n in onnx.load(str(tmp_path / 'optimized.onnx')).graph.node]
+    with torch.no_grad():
+        assert relative_error(out, net(torch.from_numpy(x)).numpy()) <= 1e-5

@@ -55,28 +55,40 @@ def test_int8_close_to_fp32_and_cached(ckpt, standin_loaders):
     assert (ckpt / 'policy.int8.onnx').stat().st_mtime_ns == mtime  # reused, not re-quantised
 
 
-def test_int8_keeps_the_input_projection_and_context_path_fp32(ckpt):
+def test_int8_quantises_only_the_mlp_down_projections(ckpt):
     import json
 
     import onnx
 
-    from flow_rag_vla_ros.core.backends.quantize import KEEP_FP32, quantize_expert
+    from flow_rag_vla_ros.core.backends.quantize import QUANTIZE, quantize_expert
     path = quantize_expert(ckpt / 'policy.onnx')
     nodes = onnx.load(str(path)).graph.node
     int8_ops = [n.name for n in nodes if n.op_type == 'MatMulInteger']
     fp32_ops = [n.name for n in nodes if n.op_type in ('MatMul', 'Gemm')]
-    assert any('/blocks.' in n and '/mlp/' in n for n in int8_ops)  # the K-times-repeated action blocks: int8
-    for kept in ('action_in_proj', 'context_projector', 'ctx_k'):
+    # every unrolled Euler step's copy of each block's mlp.2 (stand-in: 2 blocks x 10 steps), nothing else
+    assert len(int8_ops) == 2 * 10 and all('/mlp/mlp.2' in n for n in int8_ops), int8_ops
+    for kept in ('action_in_proj', 'action_out_proj', 'context_projector', 'ctx_k', '/q/', '/mlp/mlp.0'):
         assert any(kept in n for n in fp32_ops), kept
-        assert not any(kept in n for n in int8_ops), kept
-    # an int8 file made with another recipe (here: everything quantised) is not reused
+    # an int8 file made with another recipe is not reused
     meta_path = path.with_name(path.name + '.json')
     meta = json.loads(meta_path.read_text())
-    assert meta['keep_fp32'] == list(KEEP_FP32)
-    meta_path.write_text(json.dumps({**meta, 'keep_fp32': []}))
+    assert meta['quantize'] == list(QUANTIZE) and meta['int8_nodes'] == 2 * 10
+    meta_path.write_text(json.dumps({**meta, 'quantize': ['.']}))
     mtime = path.stat().st_mtime_ns
     quantize_expert(ckpt / 'policy.onnx')
-    assert path.stat().st_mtime_ns != mtime and json.loads(meta_path.read_text())['keep_fp32'] == list(KEEP_FP32)
+    assert path.stat().st_mtime_ns != mtime and json.loads(meta_path.read_text())['quantize'] == list(QUANTIZE)
+
+
+def test_int8_refuses_a_model_without_the_recipe_layers(tmp_path):
+    import torch
+
+    from flow_rag_vla_ros.core.backends.quantize import quantize_expert
+    from flow_rag_vla_ros.core.export import _torch_export
+    x = np.zeros((1, 8), np.float32)
+    (tmp_path / 'policy.onnx').write_bytes(_torch_export(torch.nn.Linear(8, 4), (x,), ['x'], ['y'], 17))
+    with pytest.raises(ValueError, match='no MatMul matches the int8 recipe'):
+        quantize_expert(tmp_path / 'policy.onnx')
+    assert not (tmp_path / 'policy.int8.onnx').exists()
 
 
 def test_parts_load_only_what_is_needed(ckpt, standin_loaders):

@@ -62,13 +62,16 @@ def limit_native_threads() -> dict[str, int]:
     return {info['internal_api']: info['num_threads'] for info in threadpool_info()}
 
 
-def run_node(factory: Callable[[], Node], args=None) -> None:
-    """Standard main(): init, spin until Ctrl-C / SIGTERM, clean shutdown."""
+def run_node(factory: Callable[[], Node], args=None, on_created: Callable[[Node], None] | None = None) -> None:
+    """Standard main(): init, spin until Ctrl-C / SIGTERM, clean shutdown. `on_created(node)`: process-wide
+    settings for a node running as its own process (not applied when nodes are composed)."""
     rclpy.init(args=args)
     node = None
     try:
         node = factory()  # loads the native libraries (faiss, onnxruntime, ...) the node uses
         node.get_logger().debug(f'native thread pools: {limit_native_threads()}')
+        if on_created is not None:
+            on_created(node)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

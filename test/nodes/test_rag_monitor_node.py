@@ -1,4 +1,4 @@
-"""RAG monitor node: the retrieval thread yields the CPU to the policy path (per-thread SCHED_IDLE or nice) and
+"""RAG monitor node: it yields the CPU to the policy path (SCHED_IDLE for its whole process or one thread, or nice) and
 survives shutdown."""
 import os
 import time
@@ -26,7 +26,8 @@ def started_monitor(context, **params):
 
 
 @pytest.mark.parametrize('mode, priority, expected_policy, expected_increase', [
-    ('parallel', 'idle', os.SCHED_IDLE, 0), ('parallel', 'nice', os.SCHED_OTHER, 3),
+    ('parallel', 'idle', os.SCHED_IDLE, 0), ('parallel', 'idle_process', os.SCHED_IDLE, 0),
+    ('parallel', 'nice', os.SCHED_OTHER, 3),
     ('parallel', 'normal', os.SCHED_OTHER, 0), ('sequential', 'idle', os.SCHED_OTHER, 0)])
 def test_retrieval_thread_priority(mode, priority, expected_policy, expected_increase):
     context = rclpy.Context()
@@ -73,3 +74,31 @@ def test_retrieval_thread_ends_quietly_when_the_context_shuts_down_under_it(monk
     finally:
         node.close()
         node.destroy_node()
+
+
+def monitor_process_policies(tmp_path, mode: str) -> list[int]:
+    """Start the monitor as its own process (its main(), as `ros2 launch` does); the policy of each thread."""
+    import subprocess
+    import sys
+    log = tmp_path / f'{mode}.log'
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen([sys.executable, '-m', 'flow_rag_vla_ros.nodes.rag_monitor_node', '--ros-args',
+                                 '-p', f'mode:={mode}'], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while b'rag monitor ready' not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # main() lowers the process right after the node is built
+        return [os.sched_getscheduler(int(tid)) for tid in os.listdir(f'/proc/{proc.pid}/task')]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_parallel_monitor_process_runs_every_thread_idle(tmp_path):
+    """Default worker_priority idle_process: callbacks and DDS threads too, not only the retrieval thread."""
+    policies = monitor_process_policies(tmp_path, 'parallel')
+    assert len(policies) > 2 and set(policies) == {os.SCHED_IDLE}
+    # sequential: the merger waits for the monitor, so nothing in it is lowered
+    assert os.SCHED_IDLE not in monitor_process_policies(tmp_path, 'sequential')

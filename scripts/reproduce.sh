@@ -137,6 +137,13 @@ results|all)
   done
   $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint models/vla_v5 --backend onnxruntime-int8 \
       --pipelines flow_only --json "$OUT/push_seed5000_vla_v5_onnxruntime-int8.json"  # fp32: reach_data_scaling/
+  # int8 on Push over 200 episodes, and torch fp32 as the control for what equivalent numerics change
+  # (docs/results/int8_recipe; the earlier recipe's file was made at commit 3b5dd24)
+  mkdir -p "$OUT/int8_recipe"
+  for b in onnxruntime:fp32 onnxruntime-int8:int8 torch:torch; do
+    $FRV eval --in-process --task push --episodes 200 --seed 7000 --checkpoint models/vla_v5 --backend "${b%:*}" \
+        --pipelines flow_only --json "$OUT/int8_recipe/push_seed7000_200_vla_v5_${b#*:}.json"
+  done
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
@@ -151,10 +158,16 @@ bench)
   $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
       --json "$OUT/bench_replay_rerun.json"
   $FRV bench --sections replay --frames 1000 --checkpoint models/reach_v2 --json "$OUT/bench_replay_1000_frames.json"
-  # the retrieval thread's scheduling, A/B alternated (summarised in worker_priority_ab.json)
+  # the monitor's scheduling, A/B alternated: idle vs nice (summarised in worker_priority_ab.json), then the
+  # whole monitor process idle vs its retrieval thread only (docs/results/worker_priority_idle_process)
   for i in 1 2 3; do for prio in idle nice; do
     $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
         --set rag_monitor.worker_priority=$prio --json "/tmp/ab_${prio}_$i.json"
+  done; done
+  mkdir -p "$OUT/worker_priority_idle_process"
+  for i in 1 2 3; do for prio in idle idle_process; do
+    $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
+        --set rag_monitor.worker_priority=$prio --json "$OUT/worker_priority_idle_process/ab_${prio}_$i.json"
   done; done
   # 10 vs 5 sampler steps, same architecture (reach_v2 vs vla_v3), alternated (docs/results/sampler_steps)
   L="$OUT/sampler_steps/latency_ab"; mkdir -p "$L"

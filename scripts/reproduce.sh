@@ -140,6 +140,8 @@ results|all)
   # int8 on Push over 200 episodes, and torch fp32 as the control for what equivalent numerics change
   # (docs/results/int8_recipe; the earlier recipe's file was made at commit 3b5dd24)
   mkdir -p "$OUT/int8_recipe"
+  $FRV export --checkpoint models/vla_v5 --out models/vla_v5 --int8 --dataset data/demos_2cam_v5 \
+      --int8-errors "$OUT/int8_recipe/group_errors_vla_v5_push.json"  # action error per int8 MatMul group
   for b in onnxruntime:fp32 onnxruntime-int8:int8 torch:torch; do
     $FRV eval --in-process --task push --episodes 200 --seed 7000 --checkpoint models/vla_v5 --backend "${b%:*}" \
         --pipelines flow_only --json "$OUT/int8_recipe/push_seed7000_200_vla_v5_${b#*:}.json"

@@ -1,6 +1,8 @@
 """`flow-rag-vla export`: ONNX export of a checkpoint (vision.onnx + policy.onnx + export.json), verified
 against PyTorch on random and real inputs; a bad export is refused (exit code 1, nothing written).
-`--num-steps K` / `--method M` first derive a new checkpoint in `--out` (same weights, other sampler)."""
+`--num-steps K` / `--method M` first derive a new checkpoint in `--out` (same weights, other sampler).
+`--int8-errors OUT.json` then measures, on recorded frames of `--dataset`, how far the actions move when
+each group of the expert's MatMuls is quantised alone (`core/backends/quantize.py: group_errors`)."""
 from __future__ import annotations
 
 import argparse
@@ -20,12 +22,48 @@ def register(subparsers) -> None:
                    help='sampler integration steps for a derived checkpoint written to --out (0 = keep)')
     p.add_argument('--method', choices=('euler', 'heun'), default='',
                    help='sampler integration method for a derived checkpoint written to --out (default: keep)')
+    p.add_argument('--int8-errors', default='', metavar='JSON',
+                   help='also write per-group int8 action errors on --dataset frames here')
+    p.add_argument('--int8-task', default='push', help='--int8-errors: the dataset task whose frames are used')
+    p.add_argument('--int8-episodes', type=int, default=30, help='--int8-errors: episodes (3 frames each)')
     p.set_defaults(func=run)
+
+
+def recorded_expert_inputs(checkpoint_dir, dataset_dir, task: str, episodes: int, seed: int = 0) -> list[dict]:
+    """Expert inputs from recorded episodes: 3 frames each (start, 1/3, 2/3), their vision tokens (the
+    exported vision graph), proprio, the episode's instruction embedding and seeded noise; batches of 1."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from flow_rag_vla_ros.core.backends.base import load_preprocess
+    from flow_rag_vla_ros.core.backends.onnx_backend import make_session
+    from flow_rag_vla_ros.core.language import InstructionEmbedder
+    checkpoint_dir = Path(checkpoint_dir)
+    vision, preprocess = make_session(checkpoint_dir / 'vision.onnx'), load_preprocess(checkpoint_dir)
+    policy = make_session(checkpoint_dir / 'policy.onnx')
+    horizon = int(next(i for i in policy.get_inputs() if i.name == 'noise').shape[1])
+    embedder, rng, feeds = InstructionEmbedder.from_checkpoint(checkpoint_dir), np.random.default_rng(seed), []
+    files = sorted(Path(dataset_dir, task).glob('episode_*.npz'))[:episodes]
+    if not files:
+        raise FileNotFoundError(f'no episodes under {Path(dataset_dir, task)}')
+    for path in files:
+        with np.load(path, allow_pickle=False) as ep:
+            language = embedder.embed(str(ep['instruction']))[None]  # (1, 384)
+            for i in (0, len(ep['images']) // 3, 2 * len(ep['images']) // 3):
+                image = preprocess(ep['images'][i])  # (1, 3, H, W)
+                feeds.append({'tokens': vision.run(None, {vision.get_inputs()[0].name: image})[0],
+                              'proprio': ep['proprio'][i][None].astype(np.float32), 'language': language,
+                              'noise': rng.standard_normal((1, horizon, 4)).astype(np.float32)})
+    return feeds
 
 
 def run(args: argparse.Namespace) -> int:
     from flow_rag_vla_ros.core.export import ExportError, export_checkpoint
     from flow_rag_vla_ros.nodes.runtime import resolve_checkpoint
+    if args.int8_errors and not args.dataset:
+        print('--int8-errors needs --dataset (recorded frames)', file=sys.stderr)
+        return 2
     ckpt = resolve_checkpoint(args.checkpoint)
     sampler = {k: v for k, v in (('num_steps', args.num_steps), ('method', args.method)) if v}
     if sampler:  # same weights, another sampler: a new checkpoint directory, exported below
@@ -45,8 +83,18 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as e:
         print(f'export refused: {e}', file=sys.stderr)
         return 1
+    if args.int8_errors:
+        from pathlib import Path
+
+        from flow_rag_vla_ros.core.backends.quantize import group_errors
+        out = Path(args.out or ckpt)
+        feeds = recorded_expert_inputs(out, args.dataset, args.int8_task, args.int8_episodes)
+        errors = {'checkpoint': str(out), 'dataset': args.dataset, 'task': args.int8_task, 'inputs': len(feeds),
+                  'metric': 'max |action - fp32| per input', 'groups': group_errors(out / 'policy.onnx', feeds)}
+        Path(args.int8_errors).write_text(json.dumps(errors, indent=2))
+        report['int8_errors'] = {k: round(v.get('median', 0.0), 4) for k, v in errors['groups'].items()}
     summary = {part: {'file': f['file'], 'relative_error': f['relative_error']}
                for part, f in report['files'].items()}
     print(json.dumps({'out': str(args.out or ckpt), 'opset': report['opset'], **summary,
-                      **({'int8': report['int8']} if 'int8' in report else {})}, indent=2))
+                      **{k: report[k] for k in ('int8', 'int8_errors') if k in report}}, indent=2))
     return 0

@@ -10,7 +10,8 @@ imports `onnxruntime.tools`, which imports torch), so `flow-rag-vla export --int
 
 Which MatMuls are int8 (`QUANTIZE`, node-name patterns): only the action blocks' MLP down-projections,
 whose input is a GELU output. Measured on 90 recorded Push states (vla_v5, max |action - fp32| per state,
-median; the per-group rows quantise that group alone):
+median; each group quantised alone: `group_errors`, run by `flow-rag-vla export --checkpoint models/vla_v5
+--dataset data/demos_2cam_v5 --int8-errors OUT.json`; docs/results/int8_recipe/group_errors_vla_v5_push.json):
     down-projections (mlp.2) 0.004 | up-projections (mlp.0) 0.032 | q/k/v 0.039 | attention out 0.039 |
     action_out_proj 0.063 | all of the action blocks and the output projection (the earlier recipe) 0.086.
 Dynamic quantisation gives every activation tensor one uint8 scale per call; LayerNorm outputs (the
@@ -67,31 +68,73 @@ def quantize_expert(fp32_path: str | os.PathLike, per_channel: bool = True) -> P
     cached = cached_int8(fp32_path)
     if cached is not None:
         return cached
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
     out = int8_path(fp32_path)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix='.quantize-') as work:
-        source, pre, tmp = str(fp32_path), os.path.join(work, 'pre.onnx'), os.path.join(work, 'int8.onnx')
+        tmp = os.path.join(work, 'int8.onnx')
+        chosen, preprocessed = quantize_graph(fp32_path, tmp, QUANTIZE, per_channel)
+        if not chosen:
+            raise ValueError(f'{fp32_path.name}: no MatMul matches the int8 recipe {QUANTIZE} (an action expert '
+                             'with transformer blocks is expected)')
+        os.replace(tmp, out)
+    meta = {'source': fp32_path.name, 'source_sha256': sha256_file(fp32_path), 'sha256': sha256_file(out),
+            'preprocessed': preprocessed,
+            'weight_type': 'QInt8', 'per_channel': per_channel, 'op_types': list(QUANT_OPS),
+            'quantize': list(QUANTIZE), 'int8_nodes': len(chosen)}
+    _sidecar(out).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def quantize_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, patterns: tuple[str, ...],
+                   per_channel: bool = True) -> tuple[list[str], bool]:
+    """Write `fp32_path` with the MatMuls matching `patterns` dynamically quantised to `out_path`.
+    Returns (the quantised node names, whether ORT's pre-processing ran); nothing is written if none match."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    with tempfile.TemporaryDirectory(prefix='quantize-') as work:
+        source, pre = str(fp32_path), os.path.join(work, 'pre.onnx')
         try:
             quant_pre_process(source, pre)
             source = pre
         except Exception as e:  # pre-processing is an optimisation; quantise the plain graph instead
-            log.info('quant_pre_process failed on %s (%s); quantising without it', fp32_path.name, e)
-        chosen = int8_nodes(source)
-        if not chosen:
-            raise ValueError(f'{fp32_path.name}: no MatMul matches the int8 recipe {QUANTIZE} (an action expert '
-                             'with transformer blocks is expected)')
-        # the quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
-        # node list against the new name: list each node under both names
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(QUANT_OPS),
-                         nodes_to_quantize=[alias for name in chosen for alias in (name, name + '_MatMul')])
-        os.replace(tmp, out)
-    meta = {'source': fp32_path.name, 'source_sha256': sha256_file(fp32_path), 'sha256': sha256_file(out),
-            'preprocessed': source != str(fp32_path),
-            'weight_type': 'QInt8', 'per_channel': per_channel, 'op_types': list(QUANT_OPS),
-            'quantize': list(QUANTIZE), 'int8_nodes': len(chosen)}
-    _sidecar(out).write_text(json.dumps(meta, indent=2))
+            log.info('quant_pre_process failed on %s (%s); quantising without it', Path(fp32_path).name, e)
+        chosen = int8_nodes(source, patterns)
+        if chosen:
+            # the quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
+            # node list against the new name: list each node under both names
+            quantize_dynamic(source, str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             op_types_to_quantize=list(QUANT_OPS),
+                             nodes_to_quantize=[alias for name in chosen for alias in (name, name + '_MatMul')])
+        return chosen, source != str(fp32_path)
+
+
+# groups of the expert's MatMuls (every unrolled Euler step's copy) for `group_errors`
+INT8_GROUPS = {'mlp_down': QUANTIZE, 'mlp_up': (r'/blocks\.\d+/mlp/mlp\.0(_\d+)?/',),
+               'qkv': (r'/blocks\.\d+/[qkv](_\d+)?/',), 'attention_out': (r'/blocks\.\d+/o(_\d+)?/',),
+               'action_out_proj': (r'/action_out_proj(_\d+)?/',),
+               # everything but the input projection and the context path (the recipe before this one)
+               'earlier_recipe': (r'^(?!.*(action_in_proj|context_projector|context_blocks|ctx_[kv]))',)}
+
+
+def group_errors(fp32_path: str | os.PathLike, feeds: list[dict], groups: dict = INT8_GROUPS) -> dict:
+    """For each group quantised alone: max |action - fp32| per input, summarised over the inputs
+    ({'median', 'p90', 'nodes'}). `feeds`: expert inputs (tokens, proprio, language, noise) as batches of 1."""
+    import numpy as np
+
+    from flow_rag_vla_ros.core.backends.onnx_backend import make_session
+    fp32 = make_session(fp32_path)
+    reference = [fp32.run(None, f)[0] for f in feeds]
+    out = {}
+    with tempfile.TemporaryDirectory(prefix='int8-groups-') as work:
+        for name, patterns in groups.items():
+            path = os.path.join(work, f'{name}.onnx')
+            chosen, _ = quantize_graph(fp32_path, path, patterns)
+            if not chosen:
+                out[name] = {'nodes': 0}
+                continue
+            session = make_session(path)
+            errors = [float(np.abs(session.run(None, f)[0] - r).max()) for f, r in zip(feeds, reference)]
+            out[name] = {'median': float(np.median(errors)), 'p90': float(np.percentile(errors, 90)),
+                         'nodes': len(chosen)}
     return out
 
 

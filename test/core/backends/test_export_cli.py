@@ -45,3 +45,34 @@ def test_export_num_steps_writes_a_derived_verified_checkpoint(tmp_path, capsys)
     report = json.loads((out / 'export.json').read_text())
     assert report['files']['policy']['relative_error']['random'] <= 1e-4
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before  # the source is untouched
+
+
+def test_export_int8_errors_measures_each_group_on_recorded_frames(tmp_path, capsys):
+    import numpy as np
+
+    from flow_rag_vla_ros.core.spec import INSTRUCTIONS
+    from flow_rag_vla_ros.sim.dataset import Episode, write_episode
+    from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
+    ckpt = make_tiny_checkpoint(tmp_path / 'ckpt')
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_episode(tmp_path / 'data', Episode(
+            rng.integers(0, 255, (6, 96, 96, 3), dtype=np.uint8), rng.normal(size=(6, 7)).astype(np.float32),
+            rng.uniform(-1, 1, (6, 4)).astype(np.float32), False, INSTRUCTIONS['push'], 'push', i, 'timeout'), i)
+    parser = argparse.ArgumentParser()
+    export_tool.register(parser.add_subparsers(dest='command'))
+    out_json = tmp_path / 'errors.json'
+    args = parser.parse_args(['export', '--checkpoint', str(ckpt), '--dataset', str(tmp_path / 'data'),
+                              '--int8-errors', str(out_json)])
+    assert args.func(args) == 0
+    report = json.loads(out_json.read_text())
+    assert report['inputs'] == 2 * 3 and report['task'] == 'push'
+    groups = report['groups']
+    # one block, 3 unrolled Euler steps: 3 copies of each per-block MatMul, 3 output projections
+    assert {g: groups[g]['nodes'] for g in ('mlp_down', 'mlp_up', 'qkv', 'attention_out', 'action_out_proj')} == {
+        'mlp_down': 3, 'mlp_up': 3, 'qkv': 9, 'attention_out': 3, 'action_out_proj': 3}
+    assert all(0 < groups[g]['median'] <= groups[g]['p90'] < 1 for g in groups)  # quantised: moved, not broken
+    assert json.loads(capsys.readouterr().out)['int8_errors'].keys() == groups.keys()
+    # without recorded frames there is nothing to measure on
+    args = parser.parse_args(['export', '--checkpoint', str(ckpt), '--int8-errors', str(out_json)])
+    assert args.func(args) == 2 and '--dataset' in capsys.readouterr().err

@@ -171,6 +171,12 @@ bench)
     $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
         --set rag_monitor.worker_priority=$prio --json "$OUT/worker_priority_idle_process/ab_${prio}_$i.json"
   done; done
+  # one vs two intra-op threads in the vision and policy nodes, alternated (docs/results/node_threads_ab)
+  mkdir -p "$OUT/node_threads_ab"
+  for i in 1 2; do for t in 1 2; do
+    $FRV bench --sections replay --pipelines flow_only parallel --frames 300 --checkpoint models/reach_v2 \
+        --set vision_encoder.threads=$t --set flow_policy.threads=$t --json "$OUT/node_threads_ab/thr${t}_$i.json"
+  done; done
   # 10 vs 5 sampler steps, same architecture (reach_v2 vs vla_v3), alternated (docs/results/sampler_steps)
   L="$OUT/sampler_steps/latency_ab"; mkdir -p "$L"
   for r in 1 2 3; do for m in reach_v2 vla_v3; do

@@ -18,7 +18,8 @@ Dynamic quantisation gives every activation tensor one uint8 scale per call; Lay
 inputs of q/k/v, mlp.0, the output projection) carry a few large channels, so that scale is coarse for the
 rest, and the error re-enters at each of the K Euler steps. The earlier recipe cost Push 10 points (0.53 vs
 0.43 over 200 episodes, seeds 7000-7199). The down-projections keep most of what int8 saved in time here
-(expert p50 3.66 vs 3.94 ms fp32; everything int8: 3.55), and on this AVX2 CPU int8 saves little anyway.
+(the expert 7-13 % faster than fp32, `bench --sections backends`; the earlier recipe 11 %), and on this
+AVX2 CPU int8 saves little anyway.
 A model with no matching MatMul (the MLP baseline) cannot be quantised with this recipe: `ValueError`.
 """
 from __future__ import annotations

@@ -146,6 +146,10 @@ results|all)
     $FRV eval --in-process --task push --episodes 200 --seed 7000 --checkpoint models/vla_v5 --backend "${b%:*}" \
         --pipelines flow_only --json "$OUT/int8_recipe/push_seed7000_200_vla_v5_${b#*:}.json"
   done
+  for b in onnxruntime:fp32 onnxruntime-int8:int8; do
+    $FRV eval --in-process --task push --episodes 200 --seed 7200 --checkpoint models/vla_v5 --backend "${b%:*}" \
+        --pipelines flow_only --json "$OUT/int8_recipe/push_seed7200_200_vla_v5_${b#*:}.json"
+  done
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends

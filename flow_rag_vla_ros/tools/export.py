@@ -29,20 +29,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def recorded_expert_inputs(checkpoint_dir, dataset_dir, task: str, episodes: int, seed: int = 0) -> list[dict]:
+def recorded_expert_inputs(checkpoint_dir, graphs_dir, dataset_dir, task: str, episodes: int,
+                           seed: int = 0) -> list[dict]:
     """Expert inputs from recorded episodes: 3 frames each (start, 1/3, 2/3), their vision tokens (the
-    exported vision graph), proprio, the episode's instruction embedding and seeded noise; batches of 1."""
+    ONNX Runtime backend on the graphs in `graphs_dir`), proprio, the episode's instruction embedding and
+    seeded noise; batches of 1. Preprocessing and instructions come from the checkpoint."""
     from pathlib import Path
 
     import numpy as np
 
-    from flow_rag_vla_ros.core.backends.base import load_preprocess
-    from flow_rag_vla_ros.core.backends.onnx_backend import make_session
+    from flow_rag_vla_ros.core.backends import onnx_backend
+    from flow_rag_vla_ros.core.backends.base import as_batch, load_preprocess
     from flow_rag_vla_ros.core.language import InstructionEmbedder
-    checkpoint_dir = Path(checkpoint_dir)
-    vision, preprocess = make_session(checkpoint_dir / 'vision.onnx'), load_preprocess(checkpoint_dir)
-    policy = make_session(checkpoint_dir / 'policy.onnx')
-    horizon = int(next(i for i in policy.get_inputs() if i.name == 'noise').shape[1])
+    backend = onnx_backend.load(graphs_dir, preprocess=load_preprocess(checkpoint_dir))
     embedder, rng, feeds = InstructionEmbedder.from_checkpoint(checkpoint_dir), np.random.default_rng(seed), []
     files = sorted(Path(dataset_dir, task).glob('episode_*.npz'))[:episodes]
     if not files:
@@ -51,10 +50,9 @@ def recorded_expert_inputs(checkpoint_dir, dataset_dir, task: str, episodes: int
         with np.load(path, allow_pickle=False) as ep:
             language = embedder.embed(str(ep['instruction']))[None]  # (1, 384)
             for i in (0, len(ep['images']) // 3, 2 * len(ep['images']) // 3):
-                image = preprocess(ep['images'][i])  # (1, 3, H, W)
-                feeds.append({'tokens': vision.run(None, {vision.get_inputs()[0].name: image})[0],
-                              'proprio': ep['proprio'][i][None].astype(np.float32), 'language': language,
-                              'noise': rng.standard_normal((1, horizon, 4)).astype(np.float32)})
+                feeds.append({'tokens': as_batch(backend.encode(ep['images'][i]), 3),  # (1, N, C)
+                              'proprio': as_batch(ep['proprio'][i], 2), 'language': language,
+                              'noise': rng.standard_normal((1, backend.horizon, 4)).astype(np.float32)})
     return feeds
 
 
@@ -88,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
         from flow_rag_vla_ros.core.backends.quantize import group_errors
         out = Path(args.out or ckpt)
-        feeds = recorded_expert_inputs(out, args.dataset, args.int8_task, args.int8_episodes)
+        feeds = recorded_expert_inputs(ckpt, out, args.dataset, args.int8_task, args.int8_episodes)
         errors = {'checkpoint': str(out), 'dataset': args.dataset, 'task': args.int8_task, 'inputs': len(feeds),
                   'metric': 'max |action - fp32| per input', 'groups': group_errors(out / 'policy.onnx', feeds)}
         Path(args.int8_errors).write_text(json.dumps(errors, indent=2))
-        report['int8_errors'] = {k: round(v.get('median', 0.0), 4) for k, v in errors['groups'].items()}
+        report['int8_errors'] = {k: round(v['median'], 4) if 'median' in v else None for k, v in errors['groups'].items()}
     summary = {part: {'file': f['file'], 'relative_error': f['relative_error']}
                for part, f in report['files'].items()}
     print(json.dumps({'out': str(args.out or ckpt), 'opset': report['opset'], **summary,

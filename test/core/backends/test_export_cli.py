@@ -73,6 +73,12 @@ def test_export_int8_errors_measures_each_group_on_recorded_frames(tmp_path, cap
         'mlp_down': 3, 'mlp_up': 3, 'qkv': 9, 'attention_out': 3, 'action_out_proj': 3}
     assert all(0 < groups[g]['median'] <= groups[g]['p90'] < 1 for g in groups)  # quantised: moved, not broken
     assert json.loads(capsys.readouterr().out)['int8_errors'].keys() == groups.keys()
+    # graphs exported elsewhere (--out holds no config or instructions): measured on those graphs, same numbers
+    args = parser.parse_args(['export', '--checkpoint', str(ckpt), '--out', str(tmp_path / 'out'), '--dataset',
+                              str(tmp_path / 'data'), '--int8-errors', str(tmp_path / 'errors_out.json')])
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / 'errors_out.json').read_text())['groups'] == groups
+    capsys.readouterr()
     # without recorded frames there is nothing to measure on
     args = parser.parse_args(['export', '--checkpoint', str(ckpt), '--int8-errors', str(out_json)])
     assert args.func(args) == 2 and '--dataset' in capsys.readouterr().err

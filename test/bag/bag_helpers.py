@@ -19,7 +19,7 @@ from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, RESTART_ACK_TOPIC, CorrectionMsg, array_to_image,
                                                 chunk_to_msg, command_to_msg, correction_to_msg, diagnostic,
                                                 image_to_array, make_header, msg_to_proprio, proprio_to_msg,
-                                                restart_ack, stamp_to_ns)
+                                                restart_ack, stamp_to_ns, starts_episode)
 
 INSTRUCTION = 'reach the red target'
 T0 = 1_700_000_000_000_000_000  # first frame stamp (ns)
@@ -155,7 +155,7 @@ class FakeStack:
 
     def on_event(self, msg):
         self.events.append(msg.status[0].message)
-        if self.ack_restarts and msg.status[0].message == 'start':
+        if self.ack_restarts and starts_episode(msg):
             self.ack_pub.publish(restart_ack(stamp_to_ns(msg.header.stamp), msg.header.frame_id))
 
     def on_state(self, msg):

@@ -149,7 +149,7 @@ class SimNode(StackNode):
             self.timer.cancel()
             self.get_logger().info(f'all {self.config.episodes} episodes done')
             return
-        seed = self.sim_config.seed + self.episode
+        seed = self.sim_config.episode_seed(self.episode)
         self.obs = self.env.reset(seed=seed)
         self.steps, self.held_steps, self.gripper = 0, 0, 0.0
         self.last_command = None
@@ -168,7 +168,7 @@ class SimNode(StackNode):
         self.obs, info = self.env.step(action)
         self.steps += 1
         if info.done:
-            seed = self.sim_config.seed + self.episode
+            seed = self.sim_config.episode_seed(self.episode)
             situation = np.concatenate([info.state['object_start'], info.state['goal_pos']]).round(4).tolist()
             self.results.append(EpisodeResult(self.episode, seed, bool(info.success), self.steps,
                                               info.event, info.failure_type, self.held_steps, situation))

@@ -82,6 +82,8 @@ class SimConfig:
     seed: int = param(0, 'seed used when reset() gets no seed (then episode i gets a seed drawn from it)')
     max_steps: int = param(0, f'steps per episode; 0 = panda-gym default ({DEFAULT_MAX_STEPS})')
     scenario: str = param('', "failure-injection scenario name ('' = none), see sim/scenarios.py")
+    situations: int = param(0, 'revisit protocol: cycle through this many initial states (episode i gets seed '
+                               '+ i % situations); 0 = a new initial state every episode (seed + i)')
     render: bool = param(True, 'render images in reset/step (False: image is an empty array, for fast runs)')
 
     def __post_init__(self):
@@ -92,9 +94,14 @@ class SimConfig:
             parse_camera(c)
         require(0 < self.fov_deg < 180, 'fov_deg in (0, 180)')
         require(self.max_steps >= 0, 'max_steps >= 0')
+        require(self.situations >= 0, 'situations >= 0')
         if self.scenario:
             from flow_rag_vla_ros.sim.scenarios import list_scenarios
             require(self.scenario in list_scenarios(), f'scenario {self.scenario!r} not in {list_scenarios()}')
+
+    def episode_seed(self, episode: int) -> int:
+        """The reset seed of episode `episode` (0-based) of a run: the same for every driver (sim node, in-process)."""
+        return self.seed + (episode % self.situations if self.situations else episode)
 
     @property
     def episode_steps(self) -> int:

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument('--tasks', nargs='+', choices=TASKS, default=None, help='several tasks (overrides --task)')
     p.add_argument('--pipelines', nargs='+', choices=ABLATION, default=['flow_only', 'parallel'])
     p.add_argument('--list-scenarios', action='store_true', help='print scenario names, one per line')
+    p.add_argument('--situations', type=int, default=0,
+                   help='revisit protocol: cycle through this many initial states (episode i: seed + i %% N), so '
+                        'situations recur, as on a production line; 0 = a new one every episode')
     p.add_argument('--similar-radius', type=float, default=0.1, help='metres; failure states closer are similar')
     p.add_argument('--memory-seed', default=None, help='start each run from a copy of this memory export')
     p.add_argument('--json', default=None)
@@ -61,20 +64,22 @@ def pipeline_spec(args, task: str, pipeline: str, memory_dir: str) -> RunSpec:
         overrides['flow_policy'] = {'baseline': 'zero'}
         stack_pipeline = 'parallel'
     return RunSpec(task=task, episodes=args.episodes, seed=args.seed, pipeline=stack_pipeline, layout=args.layout,
-                   clock_mode='lockstep', scenario=args.scenario, checkpoint=args.checkpoint,
+                   clock_mode='lockstep', scenario=args.scenario, situations=args.situations,
+                   checkpoint=args.checkpoint,
                    backend=args.backend, params=args.params, overrides=overrides, log_dir=args.log_dir)
 
 
 def evaluate(args) -> dict:
     tasks = args.tasks or [args.task]
-    report: dict = {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed, 'tasks': {}}
+    report: dict = {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed,
+                    'situations': args.situations, 'tasks': {}}
     for task in tasks:
         rows = {}
         for pipeline in args.pipelines:
             if getattr(args, 'in_process', False):
                 from flow_rag_vla_ros.tools.inprocess import run_inprocess
                 r = run_inprocess(task, args.episodes, args.seed, pipeline, args.scenario, args.checkpoint,
-                                  args.backend or 'onnxruntime', params=args.params,
+                                  args.backend or 'onnxruntime', params=args.params, situations=args.situations,
                                   monitor={'memory_import': args.memory_seed} if args.memory_seed else None)
             else:
                 with tempfile.TemporaryDirectory(prefix='flow_rag_vla_memory_') as memory_dir:
@@ -99,7 +104,10 @@ def evaluate(args) -> dict:
 
 def markdown(report: dict) -> str:
     fmt = lambda v: '-' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))  # noqa: E731
-    lines = [f"Scenario `{report['scenario'] or 'none'}`, {report['episodes']} episodes, seed {report['seed']}.", '',
+    revisits = (f", cycling through {report['situations']} initial states (seeds {report['seed']}.."
+                f"{report['seed'] + report['situations'] - 1})" if report.get('situations') else '')
+    lines = [f"Scenario `{report['scenario'] or 'none'}`, {report['episodes']} episodes, "
+             f"seed {report['seed']}{revisits}.", '',
              '| task | pipeline | success | failure repetitions | failures | steps to success | '
              'e2e p50 / p95 / p99 ms | commands/s | corrections used |',
              '|---|---|---|---|---|---|---|---|---|']

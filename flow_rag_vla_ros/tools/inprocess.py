@@ -89,7 +89,8 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
                   merger: dict | None = None, monitor: dict | None = None, memory: dict | None = None,
                   correction: dict | None = None, noise_seed: int | None = None, image_size: int = 96,
                   max_steps: int = 0, correction_latency_ms: float = 0.0, warmup: bool = True,
-                  policy_backend=None, language: np.ndarray | None = None, rag_monitor=None) -> dict:
+                  policy_backend=None, language: np.ndarray | None = None, rag_monitor=None,
+                  situations: int = 0) -> dict:
     """Run `episodes` episodes of `task` through the pipeline in this process; returns run_stack's summary shape.
 
     `policy_backend` / `language` / `rag_monitor` may be passed in (tests, or reusing a loaded model / a
@@ -115,7 +116,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         policy_backend = load_policy_backend(backend, ckpt, device='cpu', threads=1)
         cameras = checkpoint_cameras(ckpt)  # render what the policy was trained on
     env = PandaEnv(SimConfig(task=task, seed=seed, scenario=scenario, image_size=image_size, max_steps=max_steps,
-                             cameras=cameras or ['scene']))
+                             cameras=cameras or ['scene'], situations=situations))
     if language is None:
         from flow_rag_vla_ros.core.language import InstructionEmbedder
         language = np.asarray(InstructionEmbedder.from_checkpoint(
@@ -183,7 +184,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         if warmup:  # the sim's first frame (reset with the run seed) answered before episode 0 starts
             control(env.reset(seed=seed))
         for episode in range(episodes):
-            ep_seed = seed + episode
+            ep_seed = env.config.episode_seed(episode)
             obs = env.reset(seed=ep_seed)
             act_merger.restart(frame[0] * dt_ns)  # the merger node's answer to the 'start' event
             if mon is not None:

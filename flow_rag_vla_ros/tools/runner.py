@@ -30,6 +30,7 @@ class RunSpec:
     layout: str = 'processes'
     clock_mode: str = 'lockstep'
     scenario: str = ''
+    situations: int = 0  # revisit protocol (SimConfig.situations); 0 = a new initial state every episode
     checkpoint: str = ''
     backend: str = ''
     params: str | None = None
@@ -46,7 +47,7 @@ class RunSpec:
         o: dict[str, dict] = {k: dict(v) for k, v in self.overrides.items()}
         sim = o.setdefault('sim', {})
         sim.update(task=self.task, episodes=self.episodes, seed=self.seed, clock_mode=self.clock_mode,
-                   scenario=self.scenario)
+                   scenario=self.scenario, situations=self.situations)
         if self.rate_hz:
             sim['rate_hz'] = self.rate_hz
         for node in ('vision_encoder', 'flow_policy'):

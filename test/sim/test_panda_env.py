@@ -77,6 +77,17 @@ def test_reset_without_seed_follows_config_seed():
     assert first == b.episode_seed and a.episode_seed != first
 
 
+@pytest.mark.parametrize('situations, seeds', [(0, [5, 6, 7, 8, 9]), (2, [5, 6, 5, 6, 5]), (1, [5] * 5)])
+def test_episode_seed_cycles_through_the_situations(situations, seeds):
+    config = SimConfig(seed=5, situations=situations)
+    assert [config.episode_seed(i) for i in range(5)] == seeds
+
+
+def test_negative_situations_are_rejected():
+    with pytest.raises(ValueError, match='situations'):
+        SimConfig(situations=-1)
+
+
 def test_actions_are_clipped():
     env = PandaEnv(SimConfig(task='reach', render=False))
     env.reset(seed=0)

@@ -19,3 +19,11 @@ def test_markdown_has_a_row_per_task_and_pipeline():
            'e2e_ms': {'p50': 1.0, 'p95': 2.0, 'p99': 3.0}, 'action_frequency_hz': 20.0, 'corrections_used': 4}
     md = markdown({'scenario': 's', 'episodes': 4, 'seed': 0, 'tasks': {'push': {'flow_only': row, 'parallel': row}}})
     assert '| push | flow_only | 0.50 | 1 |' in md and '| push | parallel |' in md
+
+
+def test_markdown_names_the_recurring_situations():
+    row = {'success_rate': 0.5, 'failure_repetitions': 1, 'failures': 2, 'mean_steps_to_success': 10.0,
+           'e2e_ms': {'p50': None, 'p95': None, 'p99': None}, 'action_frequency_hz': 20.0, 'corrections_used': 4}
+    report = {'scenario': 's', 'episodes': 40, 'seed': 3, 'tasks': {'push': {'parallel': row}}}
+    assert 'initial states' not in markdown(report)
+    assert 'cycling through 10 initial states (seeds 3..12)' in markdown({**report, 'situations': 10})

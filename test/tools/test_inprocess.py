@@ -39,6 +39,17 @@ def test_runs_episodes_and_returns_documented_keys(policy):
     assert r['corrections_used'] == 0  # no monitor in flow_only
 
 
+def test_situations_make_initial_states_recur(policy):
+    """Revisit protocol: episode i starts from seed + i % situations, so the same situation comes back."""
+    _, backend, language = policy
+    r = run_inprocess('push', 5, 3, 'flow_only', '', policy_backend=backend, language=language, max_steps=4,
+                      situations=2)
+    episodes = r['per_episode']
+    assert [e['seed'] for e in episodes] == [3, 4, 3, 4, 3]
+    assert episodes[0]['failure_state'] == episodes[2]['failure_state'] == episodes[4]['failure_state']
+    assert episodes[0]['failure_state'] != episodes[1]['failure_state']
+
+
 def test_rag_pipeline_uses_a_correction_from_memory(policy):
     _, backend, language = policy
     memory = MemoryConfig(similarity_threshold=-1.0)  # every state "matches" the stored failure

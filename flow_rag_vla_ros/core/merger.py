@@ -49,6 +49,8 @@ class MergerConfig:
     deadline_ms: float = param(25.0, 'a correction counts only if it arrives by its source frame stamp + this')
     correction_weight: float = param(0.3, 'blend weight w of an accepted correction: (1-w)*flow + w*correction')
     confidence_threshold: float = param(0.8, 'corrections with confidence below this are not used')
+    stored_correction_weight: float = param(0.3, "blend weight of a 'stored' correction (the commands that "
+                                                 'once succeeded from a similar state) instead of correction_weight')
     control_period_s: float = param(CONTROL_DT, 'control period dt: chunk action i is for frame stamp + i*dt')
     action_low: list[float] = param([-1.0] * ACTION_DIM, 'lower command bound per dimension (dx, dy, dz, gripper)')
     action_high: list[float] = param([1.0] * ACTION_DIM, 'upper command bound per dimension')
@@ -73,6 +75,7 @@ class MergerConfig:
     def __post_init__(self):
         require(self.deadline_ms > 0, f'deadline_ms must be > 0, got {self.deadline_ms}')
         require(0.0 <= self.correction_weight <= 1.0, 'correction_weight must be in [0, 1]')
+        require(0.0 <= self.stored_correction_weight <= 1.0, 'stored_correction_weight must be in [0, 1]')
         require(0.0 <= self.confidence_threshold <= 1.0, 'confidence_threshold must be in [0, 1]')
         require(self.control_period_s > 0 and self.stale_timeout_s > 0, 'control_period_s, stale_timeout_s > 0')
         for name in ('action_low', 'action_high', 'max_delta_per_step'):
@@ -98,6 +101,10 @@ class Correction:
     confidence: float
     failure_type: str = ''
     arrival_ns: int = 0
+    source: str = ''  # 'stored' (commands that once succeeded) | 'transform' | '' (unknown)
+
+    def weight(self, config: MergerConfig) -> float:
+        return config.stored_correction_weight if self.source == 'stored' else config.correction_weight
 
 
 @dataclass(frozen=True)
@@ -159,10 +166,10 @@ def merge_chunk(frame_stamp_ns: int, flow: np.ndarray, correction: Correction | 
         reason = 'no_overlap'
     used = not reason
     record = MergeRecord(frame_stamp_ns, used, reason, correction.source_stamp_ns, correction.confidence,
-                         correction.failure_type, config.correction_weight if used else 0.0)
+                         correction.failure_type, correction.weight(config) if used else 0.0)
     if not used:
         return flow.copy(), record
-    return blend(flow, correction.chunk, config.correction_weight, offset), record
+    return blend(flow, correction.chunk, correction.weight(config), offset), record
 
 
 class ActionMerger:
@@ -246,7 +253,8 @@ class ActionMerger:
             return None  # older than the one we hold
         self.counts['corrections'] += 1
         self.correction = Correction(source_stamp_ns, np.array(chunk, dtype=np.float64), confidence,
-                                     str(getattr(correction, 'failure_type', '')), now_ns)
+                                     str(getattr(correction, 'failure_type', '')), now_ns,
+                                     str(getattr(correction, 'source', '')))
         if self.pending is not None and source_stamp_ns >= self.pending[0]:
             pending, self.pending = self.pending, None
             return self._accept(*pending, now_ns)

@@ -9,13 +9,16 @@
   last one - each become a failure case with the chunk that was executed from it; cases whose correction
   was used in this episode lose confidence. Storing only the end of the episode keeps the memory to the
   states where the failure was decided, not the start states every episode passes through.
-- `on_event('success')`: cases matched during the episode gain confidence, and the chunk that actually
-  succeeded from the matched state is stored as their correction (if they have none yet).
+- `on_event('success')`: cases matched during the episode gain confidence (once per episode, as they lose it
+  once after a failure), and what was actually executed from the state that matched each case best - the next
+  H commands (`observe_command`; the policy's own chunk when no command was observed) - is stored as its
+  correction.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +28,8 @@ from flow_rag_vla_ros.core.memory import FailureCase, FailureMemory, MemoryConfi
 from flow_rag_vla_ros.core.memory.corrections import Correction, CorrectionConfig, propose_correction
 from flow_rag_vla_ros.core.memory.embedding import EmbeddingConfig, state_embedding
 from flow_rag_vla_ros.core.spec import ACTION_DIM
+
+MAX_EPISODE_COMMANDS = 15_000  # 10 min at 25 Hz
 
 
 @dataclass
@@ -45,7 +50,8 @@ class MonitorConfig:
 class _Step:
     embedding: np.ndarray  # (D,)
     chunk: np.ndarray | None = None  # (H, 4) executed from this state, when known
-    matched: list[int] = field(default_factory=list)  # case ids that matched this state
+    matched: list[tuple[int, float]] = field(default_factory=list)  # (case id, similarity) that matched this state
+    stamp: int = 0
 
 
 class RagMonitor:
@@ -64,6 +70,8 @@ class RagMonitor:
         self._lock = threading.Lock()  # episode trace: written by the retrieval thread and the event callback
         self._trace: dict[int, _Step] = {}  # stamp -> step, this episode, in arrival order
         self._last_chunk: np.ndarray | None = None
+        # (source frame stamp, (4,) command) of this episode; bounded: a robot without episode events never resets it
+        self._commands: deque[tuple[int, np.ndarray]] = deque(maxlen=MAX_EPISODE_COMMANDS)
         self._task = ''
 
     def embed(self, tokens: np.ndarray, proprio: np.ndarray, language: np.ndarray) -> np.ndarray:
@@ -76,15 +84,32 @@ class RagMonitor:
             if step is not None:
                 step.chunk = chunk
 
+    def observe_command(self, stamp: int, action: np.ndarray) -> None:
+        """A command sent to the robot, stamped with the frame it derives from (what was really executed:
+        the flow chunk after merging, ensembling and the safety limits)."""
+        with self._lock:
+            self._commands.append((int(stamp), np.asarray(action, np.float32).reshape(ACTION_DIM)))
+
+    def executed_from(self, stamp: int, commands: list[tuple[int, np.ndarray]]) -> np.ndarray | None:
+        """(H, 4): the first H commands at or after `stamp`, the last one's gripper held with zero motion after
+        the episode ended; None if no command followed the state."""
+        after = [a for s, a in commands if s >= stamp][:self.memory_config.horizon]
+        if not after:
+            return None
+        chunk = np.zeros((self.memory_config.horizon, ACTION_DIM), np.float32)  # (H, 4)
+        chunk[:len(after)] = after
+        chunk[len(after):, 3] = after[-1][3]
+        return chunk
+
     def assess(self, stamp: int, tokens: np.ndarray, proprio: np.ndarray, language: np.ndarray,
                chunk: np.ndarray | None = None) -> Correction | None:
         embedding = self.embed(tokens, proprio, language)
         hits = self.memory.search(embedding)
         with self._lock:
-            step = self._trace.setdefault(stamp, _Step(embedding))
+            step = self._trace.setdefault(stamp, _Step(embedding, stamp=stamp))
             if chunk is not None:
                 step.chunk = chunk
-            step.matched = [case.id for case, _ in hits]
+            step.matched = [(case.id, float(sim)) for case, sim in hits]
             base = chunk if chunk is not None else self._last_chunk
         if not hits:
             return None
@@ -99,20 +124,26 @@ class RagMonitor:
         values = values or {}
         with self._lock:
             trace, self._trace = list(self._trace.values()), {}
+            commands, self._commands = list(self._commands), deque(maxlen=MAX_EPISODE_COMMANDS)
         if kind == 'start':
             self._task = values.get('task', '')
             return
         if kind not in ('success', 'failure', 'timeout') or not self.config.learn:
             return
-        matched = [(s, cid) for s in trace for cid in s.matched]
+        best: dict[int, tuple[float, _Step]] = {}  # case id -> (similarity, the step it matched best), once per case
+        for step in trace:
+            for case_id, sim in step.matched:
+                if case_id not in best or sim > best[case_id][0]:
+                    best[case_id] = (sim, step)
         if kind == 'success':
-            for step, case_id in matched:
+            for case_id, (_, step) in best.items():
                 self._safely(self.memory.update_confidence, case_id, True)
-                case = self.memory.get(case_id)
-                if case is not None and case.correction_chunk is None and step.chunk is not None:
-                    self._safely(self.memory.set_correction, case_id, step.chunk)
+                # from the step most like the case: a case also matches its neighbours, whose commands start later
+                executed = self.executed_from(step.stamp, commands) if commands else step.chunk
+                if executed is not None:
+                    self._safely(self.memory.set_correction, case_id, executed)
             return
-        for case_id in {cid for _, cid in matched}:
+        for case_id in best:
             self._safely(self.memory.update_confidence, case_id, False)
         stored = 0
         for step in self.failure_states(trace):

@@ -167,6 +167,7 @@ class CorrectionMsg:
     failure_type: str
     similarity: float
     case_id: int
+    source: str = ''  # 'stored' | 'transform' (the merger weighs them apart); '' from older senders
 
     @property
     def is_alarm(self) -> bool:
@@ -177,7 +178,7 @@ class CorrectionMsg:
 def correction_to_msg(c: CorrectionMsg, frame_id: str) -> DiagnosticArray:
     return diagnostic(c.source_stamp_ns, frame_id, 'rag_correction', c.failure_type, {
         'confidence': repr(float(c.confidence)), 'similarity': repr(float(c.similarity)),
-        'case_id': int(c.case_id), 'horizon': c.chunk.shape[0],
+        'case_id': int(c.case_id), 'source': c.source, 'horizon': c.chunk.shape[0],
         'chunk': ' '.join(repr(float(x)) for x in np.asarray(c.chunk).reshape(-1))})
 
 
@@ -191,4 +192,4 @@ def msg_to_correction(msg: DiagnosticArray) -> CorrectionMsg:
         raise ValueError(f'correction chunk has {flat.size} finite values, expected {horizon}x{ACTION_DIM}')
     return CorrectionMsg(stamp_to_ns(msg.header.stamp), flat.reshape(horizon, ACTION_DIM),  # (H, 4)
                          float(kv['confidence']), msg.status[0].message, float(kv['similarity']),
-                         int(kv['case_id']))
+                         int(kv['case_id']), kv.get('source', ''))

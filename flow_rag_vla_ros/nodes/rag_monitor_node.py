@@ -26,7 +26,7 @@ from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, episode_events, msg_to_chunk,
-                                                msg_to_features, msg_to_proprio, stamp_to_ns)
+                                                msg_to_command, msg_to_features, msg_to_proprio, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
 
 
@@ -94,6 +94,7 @@ class RagMonitorNode(StackNode):
         self.create_subscription(Float32MultiArray, t.embedding_topic, self.on_embedding, qos.LATCHED)
         self.create_subscription(Image, t.features_topic, self.on_features, qos.SENSOR)
         self.create_subscription(JointTrajectory, t.chunk_topic, self.on_chunk, qos.RELIABLE)
+        self.create_subscription(JointState, t.command_topic, self.on_command, qos.RELIABLE)
         self.create_subscription(DiagnosticArray, t.events_topic, self.on_event, qos.EVENTS)
         self.running = True
         self.worker = threading.Thread(target=self._work, name='rag_retrieval', daemon=True)
@@ -142,6 +143,11 @@ class RagMonitorNode(StackNode):
             tokens, proprio = self.pending_tokens.pop(stamp)
             self.slot.put((stamp, msg.header.frame_id, tokens, proprio, chunk, received))
 
+    def on_command(self, msg: JointState) -> None:
+        action = self.parse('command', msg_to_command, msg)
+        if action is not None:
+            self.monitor.observe_command(stamp_to_ns(msg.header.stamp), action)
+
     def on_event(self, msg: DiagnosticArray) -> None:
         for kind, kv in episode_events(msg):
             self.monitor.on_event(kind, kv.get('failure_type', ''), kv)
@@ -188,7 +194,7 @@ class RagMonitorNode(StackNode):
         if proposal is not None:
             self.correction_pub.publish(correction_to_msg(CorrectionMsg(
                 stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
-                proposal.similarity, proposal.case_id), frame_id))
+                proposal.similarity, proposal.case_id, proposal.source), frame_id))
         elif self.topics.mode == 'sequential' and chunk is not None:
             # the merger holds this frame's chunk for our verdict: say "all clear" rather than let it
             # wait out the deadline (confidence 0 is never blended in)

@@ -171,6 +171,8 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
             command = act_merger.on_chunk(stamp, chunk, stamp)
         if command is None:
             return None
+        if mon is not None:
+            mon.observe_command(stamp, command.action)
         command_paths[path] = command_paths.get(path, 0) + 1
         if command.record is not None and command.record.used_correction:
             counts['corrections_used'] += 1
@@ -243,4 +245,4 @@ def _as_merger_correction(proposal):
     """What msg_to_correction hands the merger node: float32 chunk, confidence, failure type."""
     return argparse.Namespace(chunk=np.asarray(proposal.chunk, np.float32), confidence=float(proposal.confidence),
                               failure_type=proposal.failure_type, similarity=float(proposal.similarity),
-                              case_id=int(proposal.case_id))
+                              case_id=int(proposal.case_id), source=proposal.source)

@@ -20,9 +20,10 @@ def merger(**kwargs) -> ActionMerger:
     return ActionMerger(MergerConfig(**kwargs))
 
 
-def corr(chunk, confidence=0.9, failure_type='drop'):
-    """What the node passes: an object with .chunk, .confidence, .failure_type (e.g. CorrectionMsg)."""
-    return SimpleNamespace(chunk=np.asarray(chunk, dtype=float), confidence=confidence, failure_type=failure_type)
+def corr(chunk, confidence=0.9, failure_type='drop', source='transform'):
+    """What the node passes: an object with .chunk, .confidence, .failure_type, .source (e.g. CorrectionMsg)."""
+    return SimpleNamespace(chunk=np.asarray(chunk, dtype=float), confidence=confidence, failure_type=failure_type,
+                           source=source)
 
 
 def const(v, h=8):
@@ -40,6 +41,7 @@ def test_config_is_a_ros_parameter_schema():
 
 
 @pytest.mark.parametrize('bad', [{'splice_mode': 'mix'}, {'clock': 'sim'}, {'correction_weight': 1.5},
+                                 {'stored_correction_weight': -0.1},
                                  {'action_low': [-1.0] * 3}, {'max_delta_per_step': [0.5, 0.5, 0.0, 2.0]},
                                  {'action_low': [0.1, -1.0, -1.0, -1.0]}, {'gripper_hold_value': 2.0},
                                  {'refill_fraction': 0.0}, {'deadline_ms': 0.0}])
@@ -61,6 +63,16 @@ def test_accepted_correction_is_blended_with_the_exact_weight():
     r = cmd.record
     assert (cmd.state, cmd.source_stamp_ns, r.used_correction, r.reason) == ('ok', S, True, '')
     assert (r.correction_stamp_ns, r.confidence, r.failure_type, r.weight) == (S, 0.95, 'grasp_failure', 0.3)
+
+
+@pytest.mark.parametrize('source, weight', [('stored', 0.8), ('transform', 0.3), ('', 0.3)])
+def test_stored_corrections_have_their_own_blend_weight(source, weight):
+    flow, correction = const(0.5), const(-0.5)
+    m = merger(stored_correction_weight=0.8, **FREE)
+    m.on_correction(S, corr(correction, 0.95, source=source), S + 5 * MS)
+    cmd = m.on_chunk(S, flow, S + 10 * MS)
+    np.testing.assert_allclose(cmd.action, (1 - weight) * 0.5 - weight * 0.5, rtol=1e-12)
+    assert cmd.record.weight == weight
 
 
 @pytest.mark.parametrize('stamp, arrival, confidence, reason', [

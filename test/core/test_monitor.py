@@ -53,6 +53,47 @@ def test_success_after_a_match_stores_the_chunk_that_worked_and_raises_confidenc
     assert proposal.source == 'stored'
 
 
+def test_success_stores_the_commands_executed_from_the_matched_state_not_the_policy_chunk():
+    m = _monitor()
+    _episode(m, [0.0], 'failure', 'timeout')
+    (case,) = m.memory.cases()
+    m.on_event('start', values={'task': 'reach'})
+    m.observe_command(-1, np.full(4, 0.9, np.float32))  # before the matched state: not part of what followed it
+    assert m.assess(10, TOKENS, _proprio(0.0), LANG) is not None  # matches the failure; later states do not
+    for i in range(3):
+        if i:
+            m.assess(10 + i, TOKENS, _proprio(0.5 + i), LANG)
+        m.observe_chunk(10 + i, np.full((8, 4), 0.5, np.float32))  # the policy's proposal ...
+        m.observe_command(10 + i, np.array([0.1 * i, -0.2, 0.0, -1.0], np.float32))  # ... what was executed
+    m.on_event('success')
+    stored = m.memory.get(case.id).correction_chunk  # (H, 4)
+    np.testing.assert_allclose(stored[:3, 0], [0.0, 0.1, 0.2], atol=1e-6)
+    np.testing.assert_allclose(stored[:3, 1], -0.2, atol=1e-6)
+    # the episode ended after 3 commands: the rest of the chunk holds still with the last gripper command
+    np.testing.assert_array_equal(stored[3:, :3], 0.0)
+    np.testing.assert_array_equal(stored[3:, 3], -1.0)
+
+
+def _success_from(m, xs):
+    """A successful episode through states at x in xs; the command after state i is [0.1 * i, 0, 0, 1]."""
+    m.on_event('start', values={'task': 'reach'})
+    for i, x in enumerate(xs):
+        m.assess(10 + i, TOKENS, _proprio(x), LANG)
+        m.observe_command(10 + i, np.array([0.1 * i, 0.0, 0.0, 1.0], np.float32))
+    m.on_event('success')
+
+
+def test_success_stores_what_followed_the_state_most_like_the_case_and_counts_once():
+    once, thrice = _monitor(), _monitor()
+    for m, xs in ((once, [0.0]), (thrice, [0.003, 0.0, 0.004])):  # all three states match the case
+        _episode(m, [0.0], 'failure', 'timeout')
+        _success_from(m, xs)
+    (case_once,), (case_thrice,) = once.memory.cases(), thrice.memory.cases()
+    assert case_thrice.confidence == case_once.confidence  # one episode, one confidence update
+    # the exact state (the second) is the best match: its commands, not the last matching state's
+    np.testing.assert_allclose(case_thrice.correction_chunk[:2, 0], [0.1, 0.2], rtol=1e-6)
+
+
 def test_repeated_failure_despite_correction_lowers_confidence():
     m = _monitor()
     _episode(m, [0.0], 'failure', 'timeout')

@@ -70,10 +70,10 @@ def test_features_round_trip_and_nan_rejected():
 
 def test_correction_round_trip_is_exact():
     chunk = np.random.default_rng(3).uniform(-1, 1, (8, 4)).astype(np.float32)
-    c = cv.CorrectionMsg(123, chunk, 0.85, 'misalignment', 0.93, 17)
+    c = cv.CorrectionMsg(123, chunk, 0.85, 'misalignment', 0.93, 17, 'stored')
     back = cv.msg_to_correction(cv.correction_to_msg(c, 'cam'))
     np.testing.assert_array_equal(back.chunk, chunk)
-    assert (back.source_stamp_ns, back.failure_type, back.case_id) == (123, 'misalignment', 17)
+    assert (back.source_stamp_ns, back.failure_type, back.case_id, back.source) == (123, 'misalignment', 17, 'stored')
     assert back.confidence == pytest.approx(0.85)
     assert back.is_alarm
     all_clear = cv.msg_to_correction(cv.correction_to_msg(cv.CorrectionMsg(123, chunk, 0.0, '', 0.0, -1), 'cam'))

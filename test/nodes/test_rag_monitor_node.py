@@ -102,3 +102,26 @@ def test_parallel_monitor_process_runs_every_thread_idle(tmp_path):
     assert len(policies) > 2 and set(policies) == {os.SCHED_IDLE}
     # sequential: the merger waits for the monitor, so nothing in it is lowered
     assert os.SCHED_IDLE not in monitor_process_policies(tmp_path, 'sequential')
+
+
+def test_executed_commands_are_remembered_and_a_bad_one_is_rejected():
+    """What the merger sent (/robot/command) is what the monitor stores as the chunk that worked."""
+    import numpy as np
+
+    from flow_rag_vla_ros.nodes.conversions import command_to_msg
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = RagMonitorNode(context=context)
+    try:
+        node.on_command(command_to_msg(np.array([0.1, -0.2, 0.3, -1.0]), 40_000_000, 'camera'))
+        bad = command_to_msg(np.zeros(4), 80_000_000, 'camera')
+        bad.velocity[0] = float('nan')
+        node.on_command(bad)
+        assert node.bad_inputs == 1
+        (stamp, action), = node.monitor._commands
+        assert stamp == 40_000_000
+        np.testing.assert_allclose(action, [0.1, -0.2, 0.3, -1.0], rtol=1e-6)
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

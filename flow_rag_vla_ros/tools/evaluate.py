@@ -40,15 +40,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def failure_repetitions(episodes: list[dict], radius: float) -> tuple[int, list[int]]:
-    """Count failures that repeat an earlier failure (same type, similar state); also the running count."""
+def failure_repetitions(episodes: list[dict], radius: float, same_type: bool = True) -> tuple[int, list[int]]:
+    """Count failures that repeat an earlier failure (same type, similar state); also the running count.
+    same_type=False counts any failure in a state similar to an earlier failure's (a failure that only changed
+    its type is still a failure where one happened before)."""
     earlier: list[tuple[str, np.ndarray]] = []
     count, running = 0, []
     for ep in episodes:
         if not ep['success'] and ep.get('failure_type'):
             state = np.asarray(ep.get('failure_state') or [], dtype=np.float64)
-            if any(t == ep['failure_type'] and s.shape == state.shape and np.linalg.norm(s - state) <= radius
-                   for t, s in earlier):
+            if any((t == ep['failure_type'] or not same_type) and s.shape == state.shape
+                   and np.linalg.norm(s - state) <= radius for t, s in earlier):
                 count += 1
             earlier.append((ep['failure_type'], state))
         running.append(count)
@@ -89,6 +91,8 @@ def evaluate(args) -> dict:
             rows[pipeline] = {
                 'success_rate': r['success_rate'], 'episodes': r['episodes'],
                 'failure_repetitions': reps, 'failure_repetitions_running': running,
+                'failures_where_one_failed_before': failure_repetitions(r['per_episode'], args.similar_radius,
+                                                                        same_type=False)[0],
                 'failures': sum(1 for e in r['per_episode'] if not e['success']),
                 'mean_steps_to_success': r['mean_steps_to_success'],
                 'mean_seconds_to_success': (float(np.mean([e['steps'] for e in successes])) * 0.04
@@ -108,14 +112,15 @@ def markdown(report: dict) -> str:
                 f"{report['seed'] + report['situations'] - 1})" if report.get('situations') else '')
     lines = [f"Scenario `{report['scenario'] or 'none'}`, {report['episodes']} episodes, "
              f"seed {report['seed']}{revisits}.", '',
-             '| task | pipeline | success | failure repetitions | failures | steps to success | '
-             'e2e p50 / p95 / p99 ms | commands/s | corrections used |',
-             '|---|---|---|---|---|---|---|---|---|']
+             '| task | pipeline | success | failure repetitions | failures | failed where one failed before | '
+             'steps to success | e2e p50 / p95 / p99 ms | commands/s | corrections used |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for task, rows in report['tasks'].items():
         for name, r in rows.items():
             e = r['e2e_ms']
             lines.append(f"| {task} | {name} | {r['success_rate']:.2f} | {r['failure_repetitions']} | "
-                         f"{r['failures']} | {fmt(r['mean_steps_to_success'])} | {fmt(e['p50'])} / {fmt(e['p95'])} / "
+                         f"{r['failures']} | {fmt(r.get('failures_where_one_failed_before'))} | "
+                         f"{fmt(r['mean_steps_to_success'])} | {fmt(e['p50'])} / {fmt(e['p95'])} / "
                          f"{fmt(e['p99'])} | {fmt(r['action_frequency_hz'])} | {r['corrections_used']} |")
     return '\n'.join(lines) + '\n'
 

@@ -12,6 +12,9 @@ def test_failure_repetitions_counts_same_type_in_similar_state_only():
                 _ep(True), _ep(False, 'timeout', (0.51, 0.01))]                     # repeat of the 4th
     count, running = failure_repetitions(episodes, radius=0.1)
     assert count == 2 and running == [0, 1, 1, 1, 1, 2]
+    # any type: the collision where a timeout happened before counts too
+    count, running = failure_repetitions(episodes, radius=0.1, same_type=False)
+    assert count == 3 and running == [0, 1, 2, 2, 2, 3]
 
 
 def test_markdown_has_a_row_per_task_and_pipeline():
@@ -25,5 +28,8 @@ def test_markdown_names_the_recurring_situations():
     row = {'success_rate': 0.5, 'failure_repetitions': 1, 'failures': 2, 'mean_steps_to_success': 10.0,
            'e2e_ms': {'p50': None, 'p95': None, 'p99': None}, 'action_frequency_hz': 20.0, 'corrections_used': 4}
     report = {'scenario': 's', 'episodes': 40, 'seed': 3, 'tasks': {'push': {'parallel': row}}}
+    assert '| push | parallel | 0.50 | 1 | 2 | - |' in markdown(report)  # any-type count absent: '-'
+    row['failures_where_one_failed_before'] = 3
+    assert '| push | parallel | 0.50 | 1 | 2 | 3 |' in markdown(report)
     assert 'initial states' not in markdown(report)
     assert 'cycling through 10 initial states (seeds 3..12)' in markdown({**report, 'situations': 10})

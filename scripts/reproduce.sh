@@ -88,6 +88,14 @@ results|all)
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
+  # issue 4, revisit protocol: 10 situations, each met 4 times (docs/results/rag_revisits)
+  mkdir -p "$OUT/rag_revisits"
+  for scenario in heavy_cube slippery_zone external_push; do
+    for seed in 0 100; do
+      $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+          --checkpoint models/vla_v5 --pipelines flow_only parallel --json "$OUT/rag_revisits/${scenario}_seed$seed.json"
+    done
+  done
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks

@@ -22,7 +22,7 @@ class MemoryConfig:
     hnsw_ef_construction: int = param(40, 'HNSW efConstruction')
     hnsw_ef_search: int = param(64, 'HNSW efSearch')
     use_gpu: bool = param(False, 'GPU index when a faiss GPU build and a GPU are present (else CPU, one log line)')
-    similarity_threshold: float = param(0.9, 'search hits below this similarity are dropped')
+    similarity_threshold: float = param(0.97, 'search hits below this similarity are dropped')
     top_k: int = param(5, 'hits returned by search() when k is not given')
     dedup_threshold: float = param(0.98, 'an add this similar to a case of the same failure type merges into it')
     cluster_threshold: float = param(0.95, 'clusters(): cases linked when similarity >= this (connected components)')

@@ -90,6 +90,12 @@ class RagMonitor:
         with self._lock:
             self._commands.append((int(stamp), np.asarray(action, np.float32).reshape(ACTION_DIM)))
 
+    @property
+    def episode_commands(self) -> list[tuple[int, np.ndarray]]:
+        """The commands observed since the last episode event, oldest first: [(source frame stamp, (4,)), ...]."""
+        with self._lock:
+            return list(self._commands)
+
     def executed_from(self, stamp: int, commands: list[tuple[int, np.ndarray]]) -> np.ndarray | None:
         """(H, 4): the first H commands at or after `stamp`, the last one's gripper held with zero motion after
         the episode ended; None if no command followed the state."""

@@ -118,7 +118,7 @@ def test_executed_commands_are_remembered_and_a_bad_one_is_rejected():
         bad.velocity[0] = float('nan')
         node.on_command(bad)
         assert node.bad_inputs == 1
-        (stamp, action), = node.monitor._commands
+        (stamp, action), = node.monitor.episode_commands
         assert stamp == 40_000_000
         np.testing.assert_allclose(action, [0.1, -0.2, 0.3, -1.0], rtol=1e-6)
     finally:

@@ -172,7 +172,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         if command is None:
             return None
         if mon is not None:
-            mon.observe_command(stamp, command.action)
+            mon.observe_command(command.source_stamp_ns, command.action)  # the stamp the merger node sends it with
         command_paths[path] = command_paths.get(path, 0) + 1
         if command.record is not None and command.record.used_correction:
             counts['corrections_used'] += 1

@@ -71,8 +71,9 @@ def quantize_expert(fp32_path: str | os.PathLike, per_channel: bool = True) -> P
         return cached
     out = int8_path(fp32_path)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix='.quantize-') as work:
-        tmp = os.path.join(work, 'int8.onnx')
-        chosen, preprocessed = quantize_graph(fp32_path, tmp, QUANTIZE, per_channel)
+        tmp, source = os.path.join(work, 'int8.onnx'), preprocessed_graph(fp32_path, work)
+        preprocessed = source != str(fp32_path)
+        chosen = quantize_graph(source, tmp, QUANTIZE, per_channel)
         if not chosen:
             raise ValueError(f'{fp32_path.name}: no MatMul matches the int8 recipe {QUANTIZE} (an action expert '
                              'with transformer blocks is expected)')
@@ -85,27 +86,32 @@ def quantize_expert(fp32_path: str | os.PathLike, per_channel: bool = True) -> P
     return out
 
 
-def quantize_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, patterns: tuple[str, ...],
-                   per_channel: bool = True) -> tuple[list[str], bool]:
-    """Write `fp32_path` with the MatMuls matching `patterns` dynamically quantised to `out_path`.
-    Returns (the quantised node names, whether ORT's pre-processing ran); nothing is written if none match."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def preprocessed_graph(fp32_path: str | os.PathLike, work_dir: str | os.PathLike) -> str:
+    """ORT's quantisation pre-processing of `fp32_path`, written into `work_dir`; its path, or `fp32_path`'s
+    own when pre-processing fails (it is an optimisation: the plain graph quantises too)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    with tempfile.TemporaryDirectory(prefix='quantize-') as work:
-        source, pre = str(fp32_path), os.path.join(work, 'pre.onnx')
-        try:
-            quant_pre_process(source, pre)
-            source = pre
-        except Exception as e:  # pre-processing is an optimisation; quantise the plain graph instead
-            log.info('quant_pre_process failed on %s (%s); quantising without it', Path(fp32_path).name, e)
-        chosen = int8_nodes(source, patterns)
-        if chosen:
-            # the quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
-            # node list against the new name: list each node under both names
-            quantize_dynamic(source, str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=list(QUANT_OPS),
-                             nodes_to_quantize=[alias for name in chosen for alias in (name, name + '_MatMul')])
-        return chosen, source != str(fp32_path)
+    pre = os.path.join(work_dir, 'pre.onnx')
+    try:
+        quant_pre_process(str(fp32_path), pre)
+        return pre
+    except Exception as e:
+        log.info('quant_pre_process failed on %s (%s); quantising without it', Path(fp32_path).name, e)
+        return str(fp32_path)
+
+
+def quantize_graph(source: str | os.PathLike, out_path: str | os.PathLike, patterns: tuple[str, ...],
+                   per_channel: bool = True) -> list[str]:
+    """Write `source` (see `preprocessed_graph`) with the MatMuls matching `patterns` dynamically quantised to
+    `out_path`. Returns the quantised node names; nothing is written if none match."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    chosen = int8_nodes(source, patterns)
+    if chosen:
+        # the quantiser first rewrites every Gemm as a MatMul named `<gemm name>_MatMul` and checks the
+        # node list against the new name: list each node under both names
+        quantize_dynamic(str(source), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=list(QUANT_OPS),
+                         nodes_to_quantize=[alias for name in chosen for alias in (name, name + '_MatMul')])
+    return chosen
 
 
 # groups of the expert's MatMuls (every unrolled Euler step's copy) for `group_errors`
@@ -126,9 +132,10 @@ def group_errors(fp32_path: str | os.PathLike, feeds: list[dict], groups: dict =
     reference = [fp32.run(None, f)[0] for f in feeds]
     out = {}
     with tempfile.TemporaryDirectory(prefix='int8-groups-') as work:
+        source = preprocessed_graph(fp32_path, work)  # once for every group
         for name, patterns in groups.items():
             path = os.path.join(work, f'{name}.onnx')
-            chosen, _ = quantize_graph(fp32_path, path, patterns)
+            chosen = quantize_graph(source, path, patterns)
             if not chosen:
                 out[name] = {'nodes': 0}
                 continue

@@ -63,10 +63,12 @@ class FailureCase:
 
 def merge_cases(old: FailureCase, new: FailureCase, now: float) -> FailureCase:
     """Near-duplicate merge: counts add up, the failed chunk becomes the seen-weighted mean, an existing
-    correction (and the confidence earned with it) is kept, otherwise the new one is taken."""
+    correction (and the confidence earned with it) is kept unless the new case brings a correction with a higher
+    confidence (a fresh success where the stored chunk has since failed)."""
     total = old.seen + new.seen
     failed = (old.failed_chunk * old.seen + new.failed_chunk * new.seen) / total
-    take_new = old.correction_chunk is None and new.correction_chunk is not None
+    take_new = new.correction_chunk is not None and (
+        old.correction_chunk is None or (new.confidence or 0.0) > (old.confidence or 0.0))
     return dataclasses.replace(
         old, failed_chunk=failed.astype(np.float32), seen=total,
         correction_chunk=new.correction_chunk if take_new else old.correction_chunk,

@@ -199,6 +199,27 @@ class FailureMemory:
         self._after_write()
         return stored.id, merged
 
+    def add_many(self, cases: list[FailureCase]) -> tuple[int, int]:
+        """Store many cases (each merges into a near duplicate, earlier ones of the batch included), one
+        fsynced journal record per `IMPORT_BATCH`; durable when it returns. Returns (added, merged)."""
+        incoming = [self._validated(case) for case in cases]
+        added = merged = 0
+        for start in range(0, len(incoming), IMPORT_BATCH):
+            with self._lock.write():
+                records = []
+                for case in incoming[start:start + IMPORT_BATCH]:
+                    stored, was_merged = self._add_locked(case, time.time())
+                    self._apply({'op': 'put', 'cases': [stored.to_record()]})  # later cases dedup against it
+                    records.append(stored.to_record())
+                    merged += was_merged
+                    added += not was_merged
+                if self._journal is not None:  # replay re-applies the batch's puts in order
+                    self._journal.append({'op': 'put', 'cases': records})
+                    self._since_snapshot += 1
+                self._maybe_rebuild()
+            self._after_write()
+        return added, merged
+
     def _search_locked(self, x: np.ndarray, k: int, threshold: float) -> list[tuple[FailureCase, float]]:
         if not self._cases:
             return []
@@ -327,20 +348,4 @@ class FailureMemory:
         if (meta.get('dim'), meta.get('horizon')) != (self.config.dim, self.config.horizon):
             raise ValueError(f'export {path} has dim/horizon {(meta.get("dim"), meta.get("horizon"))}, '
                              f'memory expects {(self.config.dim, self.config.horizon)}')
-        incoming = [self._validated(dataclasses.replace(k, id=-1)) for k in cases_from_tables(tensors, meta)]
-        added = merged = 0
-        for start in range(0, len(incoming), IMPORT_BATCH):
-            with self._lock.write():
-                records = []
-                for case in incoming[start:start + IMPORT_BATCH]:
-                    stored, was_merged = self._add_locked(case, time.time())
-                    self._apply({'op': 'put', 'cases': [stored.to_record()]})  # later cases dedup against it
-                    records.append(stored.to_record())
-                    merged += was_merged
-                    added += not was_merged
-                if self._journal is not None:  # one fsynced record per batch; replay re-applies in order
-                    self._journal.append({'op': 'put', 'cases': records})
-                    self._since_snapshot += 1
-                self._maybe_rebuild()
-            self._after_write()
-        return added, merged
+        return self.add_many([dataclasses.replace(k, id=-1) for k in cases_from_tables(tensors, meta)])

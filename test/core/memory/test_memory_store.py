@@ -38,6 +38,30 @@ def test_near_duplicate_of_same_type_merges_other_type_does_not():
     assert not merged and other != first and len(m) == 2
 
 
+def test_merge_keeps_the_stored_correction_unless_the_new_one_is_more_confident():
+    m = memory(dedup_threshold=0.98)
+    e, rng = embedding_for(1), np.random.default_rng(0)
+    first = m.add(case(e, correction_chunk=np.full((8, 4), 0.1), confidence=0.9))[0]
+    m.add(case(near(e, 0.001, rng), correction_chunk=np.full((8, 4), 0.2), confidence=0.9))  # not more confident
+    assert np.all(m.get(first).correction_chunk == np.float32(0.1)) and m.get(first).confidence == 0.9
+    m.add(case(near(e, 0.001, rng), correction_chunk=np.full((8, 4), 0.3), confidence=0.95))
+    assert np.all(m.get(first).correction_chunk == np.float32(0.3)) and m.get(first).confidence == 0.95
+    m.add(case(near(e, 0.001, rng)))  # a failure without a correction never removes one
+    kept = m.get(first)
+    assert np.all(kept.correction_chunk == np.float32(0.3)) and kept.seen == 4 and len(m) == 1
+
+
+def test_add_many_merges_within_the_batch_and_is_durable(tmp_path):
+    cfg = MemoryConfig(directory=str(tmp_path), dedup_threshold=0.98)
+    m = FailureMemory(cfg)
+    rng = np.random.default_rng(0)
+    batch = [case(embedding_for(i), seed=i) for i in range(5)] + [case(near(embedding_for(2), 0.001, rng))]
+    assert m.add_many(batch) == (5, 1)
+    m.close()
+    again = FailureMemory(cfg)
+    assert len(again) == 5 and again.search(embedding_for(2))[0][0].seen == 2
+
+
 def test_search_threshold_and_k():
     m = memory(similarity_threshold=0.9, top_k=3)
     a, b = embedding_for(1), embedding_for(2)

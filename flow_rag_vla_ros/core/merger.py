@@ -51,6 +51,9 @@ class MergerConfig:
     confidence_threshold: float = param(0.8, 'corrections with confidence below this are not used')
     stored_correction_weight: float = param(0.3, "blend weight of a 'stored' correction (the commands that "
                                                  'once succeeded from a similar state) instead of correction_weight')
+    replay_correction_weight: float = param(1.0, "blend weight of a 'replay' correction (the commands executed from "
+                                                 'a near-identical state in an episode that succeeded): 1.0 '
+                                                 're-executes them')
     control_period_s: float = param(CONTROL_DT, 'control period dt: chunk action i is for frame stamp + i*dt')
     action_low: list[float] = param([-1.0] * ACTION_DIM, 'lower command bound per dimension (dx, dy, dz, gripper)')
     action_high: list[float] = param([1.0] * ACTION_DIM, 'upper command bound per dimension')
@@ -76,6 +79,7 @@ class MergerConfig:
         require(self.deadline_ms > 0, f'deadline_ms must be > 0, got {self.deadline_ms}')
         require(0.0 <= self.correction_weight <= 1.0, 'correction_weight must be in [0, 1]')
         require(0.0 <= self.stored_correction_weight <= 1.0, 'stored_correction_weight must be in [0, 1]')
+        require(0.0 <= self.replay_correction_weight <= 1.0, 'replay_correction_weight must be in [0, 1]')
         require(0.0 <= self.confidence_threshold <= 1.0, 'confidence_threshold must be in [0, 1]')
         require(self.control_period_s > 0 and self.stale_timeout_s > 0, 'control_period_s, stale_timeout_s > 0')
         for name in ('action_low', 'action_high', 'max_delta_per_step'):
@@ -101,10 +105,11 @@ class Correction:
     confidence: float
     failure_type: str = ''
     arrival_ns: int = 0
-    source: str = ''  # 'stored' (commands that once succeeded) | 'transform' | '' (unknown)
+    source: str = ''  # 'replay' | 'stored' (commands that once succeeded) | 'transform' | '' (unknown)
 
     def weight(self, config: MergerConfig) -> float:
-        return config.stored_correction_weight if self.source == 'stored' else config.correction_weight
+        return {'replay': config.replay_correction_weight,
+                'stored': config.stored_correction_weight}.get(self.source, config.correction_weight)
 
 
 @dataclass(frozen=True)

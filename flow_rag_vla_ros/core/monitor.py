@@ -13,10 +13,26 @@
   once after a failure), and what was actually executed from the state that matched each case best - the next
   H commands (`observe_command`; the policy's own chunk when no command was observed) - is stored as its
   correction.
+
+Success memory (`remember_successes`): a failure case holds one correction, and states of different situations
+that match the same case overwrite it with each other's commands. So every successful episode also stores each
+of its states with the commands executed from it, as cases of a second FAISS memory (same code and durability,
+in `<directory>/successes`; failure_type `success`). Every success, not only those past a known risk: a state
+that succeeded once may be flagged later by a like failure of another situation, and its own replay then keeps
+the transform (and the failure) away.
+`assess` looks there first: a state at least `success_similarity_threshold` like a stored success state gets
+that state's commands back (source `replay`, re-executed by the merger at `replay_correction_weight`; its
+failure type is the failure memory's best match here, `success` when there is none), step after step along the
+successful trajectory.
+A failure while replayed commands were still executing (within H steps of a replay) costs those cases
+confidence; below `replay_min_confidence` they are not proposed, and a new success in the same state replaces
+them (the merge keeps the more confident correction).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +46,7 @@ from flow_rag_vla_ros.core.memory.embedding import EmbeddingConfig, state_embedd
 from flow_rag_vla_ros.core.spec import ACTION_DIM
 
 MAX_EPISODE_COMMANDS = 15_000  # 10 min at 25 Hz
+SUCCESS = 'success'  # the type of every success-memory case
 
 
 @dataclass
@@ -40,10 +57,29 @@ class MonitorConfig:
     visual_pooling: str = param('spatial', 'state embedding visual block: spatial | mean (see memory/embedding.py)')
     learn: bool = param(True, 'store failures and successful corrections (false: read-only memory)')
     propose_min_confidence: float = param(0.0, 'do not publish corrections below this confidence')
+    remember_successes: bool = param(True, 'success memory: a successful episode stores each state with the '
+                                           'commands executed from it, replayed in a near-identical state')
+    success_similarity_threshold: float = param(0.995, 'a state this similar to a stored success state gets its '
+                                                       'commands back (stricter than the failure match: a replay '
+                                                       'is open loop)')
+    success_dedup_threshold: float = param(0.999, 'success states this similar merge (consecutive states of one '
+                                                  'trajectory must stay apart)')
+    replay_min_confidence: float = param(0.8, 'replays below this confidence * similarity are not proposed')
 
     def __post_init__(self):
         require(self.store_stride >= 1, 'store_stride must be >= 1')
         require(self.store_last_frames >= 0, 'store_last_frames must be >= 0')
+        for name in ('success_similarity_threshold', 'success_dedup_threshold', 'replay_min_confidence'):
+            require(0.0 <= getattr(self, name) <= 1.0, f'{name} must be in [0, 1]')
+
+
+def success_memory_config(memory: MemoryConfig, monitor: MonitorConfig) -> MemoryConfig:
+    """The success memory: the failure memory's settings, its own thresholds and directory; a fresh success
+    starts fully trusted (it just worked)."""
+    return dataclasses.replace(
+        memory, similarity_threshold=monitor.success_similarity_threshold,
+        dedup_threshold=monitor.success_dedup_threshold, initial_confidence=1.0,
+        directory=os.path.join(memory.directory, 'successes') if memory.directory else '')
 
 
 @dataclass
@@ -51,6 +87,7 @@ class _Step:
     embedding: np.ndarray  # (D,)
     chunk: np.ndarray | None = None  # (H, 4) executed from this state, when known
     matched: list[tuple[int, float]] = field(default_factory=list)  # (case id, similarity) that matched this state
+    replayed: int | None = None  # success case whose commands were proposed here
     stamp: int = 0
 
 
@@ -67,6 +104,8 @@ class RagMonitor:
         if config.memory_import:
             added, merged = self.memory.import_(config.memory_import)
             self.log.info(f'imported {added} cases ({merged} merged) from {config.memory_import}')
+        self.successes = (FailureMemory.open(success_memory_config(self.memory_config, config))
+                          if config.remember_successes else None)
         self._lock = threading.Lock()  # episode trace: written by the retrieval thread and the event callback
         self._trace: dict[int, _Step] = {}  # stamp -> step, this episode, in arrival order
         self._last_chunk: np.ndarray | None = None
@@ -111,12 +150,16 @@ class RagMonitor:
                chunk: np.ndarray | None = None) -> Correction | None:
         embedding = self.embed(tokens, proprio, language)
         hits = self.memory.search(embedding)
+        replay = self.replay_for(embedding, hits[0][0].failure_type if hits else SUCCESS)
         with self._lock:
             step = self._trace.setdefault(stamp, _Step(embedding, stamp=stamp))
             if chunk is not None:
                 step.chunk = chunk
             step.matched = [(case.id, float(sim)) for case, sim in hits]
+            step.replayed = None if replay is None else replay.case_id
             base = chunk if chunk is not None else self._last_chunk
+        if replay is not None:
+            return replay
         if not hits:
             return None
         if base is None:
@@ -125,6 +168,19 @@ class RagMonitor:
         if proposal is None or proposal.confidence < self.config.propose_min_confidence:
             return None
         return proposal
+
+    def replay_for(self, embedding: np.ndarray, failure_type: str = SUCCESS) -> Correction | None:
+        """The commands once executed from the most like (then most confident, newest) stored success state."""
+        if self.successes is None:
+            return None
+        hits = [(case, sim) for case, sim in self.successes.search(embedding)
+                if case.correction_chunk is not None and case.confidence * sim >= self.config.replay_min_confidence]
+        if not hits:
+            return None
+        case, sim = max(hits, key=lambda h: (h[1] * h[0].confidence, h[0].id))
+        return Correction(chunk=np.clip(case.correction_chunk, -1.0, 1.0), confidence=float(case.confidence * sim),
+                          failure_type=failure_type, case_id=int(case.id), similarity=float(sim),
+                          source='replay')
 
     def on_event(self, kind: str, failure_type: str = '', values: dict | None = None) -> None:
         values = values or {}
@@ -141,6 +197,12 @@ class RagMonitor:
             for case_id, sim in step.matched:
                 if case_id not in best or sim > best[case_id][0]:
                     best[case_id] = (sim, step)
+        # a success credits every replay of the episode; a failure charges only the replays whose commands were
+        # still executing when it happened (the last H states): a replay the episode soon drifted away from (a
+        # like state of another situation, passed on the way) did not fail - the policy did, later
+        credited = trace if kind == 'success' else trace[-self.memory_config.horizon:]
+        for case_id in {step.replayed for step in credited if step.replayed is not None}:
+            self._safely(self.successes.update_confidence, case_id, kind == 'success')
         if kind == 'success':
             for case_id, (_, step) in best.items():
                 self._safely(self.memory.update_confidence, case_id, True)
@@ -148,6 +210,8 @@ class RagMonitor:
                 executed = self.executed_from(step.stamp, commands) if commands else step.chunk
                 if executed is not None:
                     self._safely(self.memory.set_correction, case_id, executed)
+            if self.successes is not None:
+                self.remember_success(trace, commands)
             return
         for case_id in best:
             self._safely(self.memory.update_confidence, case_id, False)
@@ -159,6 +223,20 @@ class RagMonitor:
                                         failure_type=failure_type or kind, task=self._task))
             stored += 1
         self.log.info(f'{failure_type or kind}: stored {stored} states; memory has {len(self.memory)} cases')
+
+    def remember_success(self, trace: list[_Step], commands: list[tuple[int, np.ndarray]]) -> None:
+        """Every state of a successful episode, with the commands executed from it, into the success memory."""
+        cases = []
+        for step in trace:
+            executed = self.executed_from(step.stamp, commands) if commands else step.chunk
+            if executed is None:
+                continue
+            proposed = step.chunk if step.chunk is not None else executed  # the policy's own chunk, when known
+            cases.append(FailureCase(embedding=step.embedding, failed_chunk=proposed, failure_type=SUCCESS,
+                                     correction_chunk=executed, task=self._task))
+        added, merged = self.successes.add_many(cases)
+        self.log.info(f'success: {added} states stored, {merged} merged; '
+                      f'success memory has {len(self.successes)} states')
 
     def failure_states(self, trace: list[_Step]) -> list[_Step]:
         """The states stored for a failure: the last `store_last_frames` (all when 0), every `store_stride`-th
@@ -175,3 +253,5 @@ class RagMonitor:
 
     def close(self) -> None:
         self.memory.close()
+        if self.successes is not None:
+            self.successes.close()

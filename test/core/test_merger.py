@@ -41,7 +41,7 @@ def test_config_is_a_ros_parameter_schema():
 
 
 @pytest.mark.parametrize('bad', [{'splice_mode': 'mix'}, {'clock': 'sim'}, {'correction_weight': 1.5},
-                                 {'stored_correction_weight': -0.1},
+                                 {'stored_correction_weight': -0.1}, {'replay_correction_weight': 1.5},
                                  {'action_low': [-1.0] * 3}, {'max_delta_per_step': [0.5, 0.5, 0.0, 2.0]},
                                  {'action_low': [0.1, -1.0, -1.0, -1.0]}, {'gripper_hold_value': 2.0},
                                  {'refill_fraction': 0.0}, {'deadline_ms': 0.0}])
@@ -65,10 +65,10 @@ def test_accepted_correction_is_blended_with_the_exact_weight():
     assert (r.correction_stamp_ns, r.confidence, r.failure_type, r.weight) == (S, 0.95, 'grasp_failure', 0.3)
 
 
-@pytest.mark.parametrize('source, weight', [('stored', 0.8), ('transform', 0.3), ('', 0.3)])
-def test_stored_corrections_have_their_own_blend_weight(source, weight):
+@pytest.mark.parametrize('source, weight', [('stored', 0.8), ('replay', 0.9), ('transform', 0.3), ('', 0.3)])
+def test_stored_and_replayed_corrections_have_their_own_blend_weight(source, weight):
     flow, correction = const(0.5), const(-0.5)
-    m = merger(stored_correction_weight=0.8, **FREE)
+    m = merger(stored_correction_weight=0.8, replay_correction_weight=0.9, **FREE)
     m.on_correction(S, corr(correction, 0.95, source=source), S + 5 * MS)
     cmd = m.on_chunk(S, flow, S + 10 * MS)
     np.testing.assert_allclose(cmd.action, (1 - weight) * 0.5 - weight * 0.5, rtol=1e-12)

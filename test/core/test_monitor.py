@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from flow_rag_vla_ros.core.memory import MemoryConfig
 from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
@@ -13,9 +14,9 @@ def _proprio(x):
     return np.array([x, 0.0, 0.1, 0, 0, 0, 0], np.float32)
 
 
-def _monitor(**kw):
-    return RagMonitor(MonitorConfig(store_stride=1), MemoryConfig(similarity_threshold=0.95, **kw),
-                      CorrectionConfig(transform_confidence=0.9))
+def _monitor(remember_successes=True, **kw):
+    return RagMonitor(MonitorConfig(store_stride=1, remember_successes=remember_successes),
+                      MemoryConfig(similarity_threshold=0.95, **kw), CorrectionConfig(transform_confidence=0.9))
 
 
 def _episode(monitor, xs, outcome, failure_type='', chunk_value=0.5):
@@ -41,7 +42,7 @@ def test_failure_is_remembered_and_a_similar_state_gets_a_correction():
 
 
 def test_success_after_a_match_stores_the_chunk_that_worked_and_raises_confidence():
-    m = _monitor()
+    m = _monitor(remember_successes=False)  # the failure case's own correction, not the success memory's replay
     _episode(m, [0.0], 'failure', 'timeout')
     (case,) = m.memory.cases()
     before = case.confidence
@@ -74,13 +75,15 @@ def test_success_stores_the_commands_executed_from_the_matched_state_not_the_pol
     np.testing.assert_array_equal(stored[3:, 3], -1.0)
 
 
-def _success_from(m, xs):
-    """A successful episode through states at x in xs; the command after state i is [0.1 * i, 0, 0, 1]."""
+def _success_from(m, xs, dx=0.1, outcome='success'):
+    """An episode through states at x in xs; the command after state i is [dx * i, 0, 0, 1]. Returns the proposals."""
     m.on_event('start', values={'task': 'reach'})
+    proposals = []
     for i, x in enumerate(xs):
-        m.assess(10 + i, TOKENS, _proprio(x), LANG)
-        m.observe_command(10 + i, np.array([0.1 * i, 0.0, 0.0, 1.0], np.float32))
-    m.on_event('success')
+        proposals.append(m.assess(10 + i, TOKENS, _proprio(x), LANG))
+        m.observe_command(10 + i, np.array([dx * i, 0.0, 0.0, 1.0], np.float32))
+    m.on_event(outcome, 'timeout' if outcome != 'success' else '')
+    return proposals
 
 
 def test_success_stores_what_followed_the_state_most_like_the_case_and_counts_once():
@@ -117,3 +120,72 @@ def test_failure_stores_only_the_last_frames_counted_back_from_the_failure():
     assert len(m.memory) == 3 and stored.count(True) == 1  # states 7, 9, 11: the last one is always kept
     assert m.failure_states(list(range(12))) == [7, 9, 11]
     assert RagMonitor(MonitorConfig(store_stride=1), MemoryConfig()).failure_states(list(range(4))) == [0, 1, 2, 3]
+
+
+# -- the success memory ---------------------------------------------------------------------------------
+TRAJECTORY = [0.0, 0.2, 0.4]  # states far apart (similarity < 0.9); the first is where the failure happened
+
+
+def _replay_at(m, x, stamp=99):
+    proposal = m.assess(stamp, TOKENS, _proprio(x), LANG)
+    return proposal if proposal is not None and proposal.source == 'replay' else None
+
+
+def test_a_success_past_a_known_risk_is_replayed_state_by_state():
+    m = _monitor()
+    _episode(m, [0.0], 'failure', 'timeout')
+    _success_from(m, TRAJECTORY)
+    assert len(m.successes) == 3  # every state of the episode, not only the risky one
+    for i, x in enumerate(TRAJECTORY):
+        replay = _replay_at(m, x)
+        # the commands executed from state i on; the episode ended after 3 commands, then zero motion
+        assert replay is not None and replay.failure_type == ('timeout' if i == 0 else 'success') and replay.confidence == pytest.approx(1.0)
+        np.testing.assert_allclose(replay.chunk[:3 - i, 0], [0.1 * k for k in range(i, 3)], atol=1e-6)
+        np.testing.assert_array_equal(replay.chunk[3 - i:, :3], 0.0)
+    # like the failure state (similarity ~0.985 > 0.95) but not near-identical (< 0.99): no open-loop replay
+    near = m.assess(100, TOKENS, _proprio(0.03), LANG)
+    assert near is not None and near.source != 'replay'
+
+
+def test_a_success_without_a_known_risk_is_remembered_too():
+    m = _monitor()
+    assert _success_from(m, TRAJECTORY) == [None] * 3
+    replay = _replay_at(m, 0.2)
+    assert len(m.memory) == 0 and replay.failure_type == 'success'  # nothing failed here: no risk to name
+    np.testing.assert_allclose(replay.chunk[:2, 0], [0.1, 0.2], atol=1e-6)
+
+
+def test_a_replay_that_fails_is_dropped_until_a_new_success_replaces_it():
+    m = _monitor()
+    _episode(m, [0.0], 'failure', 'timeout')
+    _success_from(m, TRAJECTORY)
+    proposals = _success_from(m, TRAJECTORY, outcome='failure')  # replayed all the way, and failed
+    assert [p.source for p in proposals] == ['replay'] * 3
+    assert all(c.confidence == pytest.approx(0.7) for c in m.successes.cases())
+    assert _replay_at(m, 0.0) is None  # 0.7 < replay_min_confidence: the failure memory proposes instead
+    _success_from(m, TRAJECTORY, dx=-0.2)  # succeeded another way
+    replay = _replay_at(m, 0.2)
+    assert replay.confidence == pytest.approx(1.0) and len(m.successes) == 3
+    np.testing.assert_allclose(replay.chunk[:2, 0], [-0.2, -0.4], atol=1e-6)
+
+
+def test_success_memory_is_durable_beside_the_failure_memory(tmp_path):
+    m = _monitor(directory=str(tmp_path))
+    _episode(m, [0.0], 'failure', 'timeout')
+    _success_from(m, TRAJECTORY)
+    m.close()
+    again = _monitor(directory=str(tmp_path))
+    assert (tmp_path / 'successes').is_dir() and len(again.successes) == 3 and len(again.memory) == 1
+    np.testing.assert_allclose(_replay_at(again, 0.2).chunk[:2, 0], [0.1, 0.2], atol=1e-6)
+    assert _monitor(remember_successes=False).successes is None
+
+
+def test_a_failure_long_after_a_replay_does_not_charge_it():
+    m = _monitor()
+    _success_from(m, TRAJECTORY)
+    drift = [0.0] + [1.0 + 0.3 * k for k in range(8)]  # replayed at state 0, then H = 8 unlike states, then failed
+    proposals = _success_from(m, drift, outcome='failure')
+    assert proposals[0].source == 'replay' and proposals[1:] == [None] * 8
+    assert all(c.confidence == 1.0 for c in m.successes.cases())
+    _success_from(m, drift[:8], outcome='failure')  # failed 7 states after the replay: its commands were running
+    assert sorted(c.confidence for c in m.successes.cases()) == pytest.approx([0.7, 1.0, 1.0])

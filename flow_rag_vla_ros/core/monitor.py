@@ -59,7 +59,10 @@ class MonitorConfig:
     propose_min_confidence: float = param(0.0, 'do not publish corrections below this confidence')
     remember_successes: bool = param(True, 'success memory: a successful episode stores each state with the '
                                            'commands executed from it, replayed in a near-identical state')
-    success_similarity_threshold: float = param(0.995, 'a state this similar to a stored success state gets its '
+    # 0.999: in Push revisits a state of the same situation scores >= 0.999 with its stored twin, while step-1
+    # states of different situations reach 0.996 - and replaying one foreign command there turned a situation
+    # the policy solves into a timeout (README "RAG failure memory"). A real robot's sensor noise needs its own value.
+    success_similarity_threshold: float = param(0.999, 'a state this similar to a stored success state gets its '
                                                        'commands back (stricter than the failure match: a replay '
                                                        'is open loop)')
     success_dedup_threshold: float = param(0.999, 'success states this similar merge (consecutive states of one '

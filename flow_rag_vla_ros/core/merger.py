@@ -41,6 +41,11 @@ from flow_rag_vla_ros.core.spec import ACTION_DIM, CONTROL_DT
 
 STATES = ('ok', 'hold_stale', 'hold_invalid')
 REJECT_REASONS = ('none', 'stale', 'late', 'low_confidence', 'no_overlap')
+
+
+def verdict_label(used: bool, reason: str) -> str:
+    """One command's correction outcome for counting: 'used', or why not (REJECT_REASONS; '' counts as 'none')."""
+    return 'used' if used else (reason or 'none')
 CLOCKS = ('time', 'frames')
 
 

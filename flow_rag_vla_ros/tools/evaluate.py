@@ -100,6 +100,7 @@ def evaluate(args) -> dict:
                 'action_frequency_hz': r['frame_rate_hz'], 'e2e_ms': r['e2e_ms'],
                 'e2e_samples_ms': r.get('e2e_samples_ms', []),
                 'peak_rss_mb': r['peak_rss_mb'], 'corrections_used': r['corrections_used'],
+                'correction_verdicts': r.get('correction_verdicts', {}),
                 'per_episode': r['per_episode'],
             }
         report['tasks'][task] = rows

@@ -97,7 +97,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     pre-filled memory); otherwise they are built from `checkpoint` (default: the stack.yaml checkpoint)
     and the configs.
     """
-    from flow_rag_vla_ros.core.merger import ActionMerger
+    from flow_rag_vla_ros.core.merger import ActionMerger, verdict_label
     from flow_rag_vla_ros.core.monitor import RagMonitor
     from flow_rag_vla_ros.nodes.runtime import checkpoint_cameras, frame_noise, resolve_checkpoint
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
@@ -136,6 +136,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     frame = [0]
     counts = {'corrections_used': 0, 'corrections_proposed': 0, 'holds': 0}
     command_paths: dict[str, int] = {}
+    verdicts: dict[str, int] = {}
 
     def control(obs):
         """One frame through the stack -> the command (float32 (4,)) or None (no command: the sim holds)."""
@@ -176,6 +177,9 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         command_paths[path] = command_paths.get(path, 0) + 1
         if command.record is not None and command.record.used_correction:
             counts['corrections_used'] += 1
+        if command.record is not None:
+            verdict = verdict_label(command.record.used_correction, command.record.reason)
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
         if command.state != 'ok':
             counts['holds'] += 1
         return np.asarray(command.action, np.float32)
@@ -232,6 +236,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         'frame_rate_hz': frames / wall_s if wall_s else 0.0,
         'command_paths': command_paths,
         'corrections_used': counts['corrections_used'],
+        'correction_verdicts': verdicts,
         'corrections_proposed': counts['corrections_proposed'],
         'hold_commands': counts['holds'],
         'memory_cases': memory_size,

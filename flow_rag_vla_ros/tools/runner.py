@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from flow_rag_vla_ros.core.latency import summarize as latency_summary
+from flow_rag_vla_ros.core.merger import verdict_label
 
 from flow_rag_vla_ros.launcher import STACK_NODES, compose_args, start_processes
 
@@ -97,6 +98,7 @@ def _make_collector(context):
             self.since_frame_ms: dict[str, list[float]] = {}
             self.command_paths: dict[str, int] = {}
             self.corrections_used = 0
+            self.correction_verdicts: dict[str, int] = {}  # per command: 'used' or why a correction was not
             self.nodes_seen: set[str] = set()
             self.messages = 0
             self.create_subscription(DiagnosticArray, '/vla/latency', self.on_latency, qos.EVENTS)
@@ -117,6 +119,8 @@ def _make_collector(context):
                         self.e2e[stamp] = float(kv['e2e_ms'])
                     if kv.get('used_correction') == 'True':
                         self.corrections_used += 1
+                    verdict = verdict_label(kv.get('used_correction') == 'True', kv.get('correction_reason', ''))
+                    self.correction_verdicts[verdict] = self.correction_verdicts.get(verdict, 0) + 1
                 else:
                     self.since_frame_ms.setdefault(stage, []).append(float(kv['since_frame_ms']))
 
@@ -230,6 +234,7 @@ def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: 
         'frame_rate_hz': len(collector.e2e) / wall_s if wall_s else 0.0,
         'command_paths': collector.command_paths,
         'corrections_used': collector.corrections_used,
+        'correction_verdicts': collector.correction_verdicts,
         'nodes': sorted(collector.nodes_seen),
         'peak_rss_mb': rss,
         'wall_s': wall_s,

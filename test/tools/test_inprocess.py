@@ -66,6 +66,10 @@ def test_rag_pipeline_uses_a_correction_from_memory(policy):
         monitor.close()
     assert r['corrections_proposed'] > 0
     assert r['corrections_used'] > 0
+    # every command says what happened to its correction; with latency 0 none is late
+    verdicts = r['correction_verdicts']
+    assert verdicts['used'] == r['corrections_used'] and 'late' not in verdicts
+    assert sum(verdicts.values()) == sum(r['command_paths'].values())
 
 
 def test_same_seed_gives_identical_results(policy):

@@ -96,6 +96,9 @@ results|all)
           --checkpoint models/vla_v5 --pipelines flow_only parallel --json "$OUT/rag_revisits/${scenario}_seed$seed.json"
     done
   done
+  # the same through the ROS 2 node graph (lockstep), one of them
+  $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+      --pipelines flow_only parallel sequential --json "$OUT/rag_revisits/node_graph_heavy_cube_seed0.json"
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks

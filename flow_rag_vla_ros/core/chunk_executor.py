@@ -11,6 +11,11 @@ ended is in the past and its action is never returned again. Splice modes:
 - `rtc` (Real-Time Chunking splice): the new chunk becomes the plan, but on the steps the previous plan still
   covers it is blended with it: weight 1 on the past / current slot and `rtc_frozen_steps` more (committed),
   then the RTC soft mask decaying to 0 at the end of the previous plan (`rtc.prefix_weights`).
+
+Pinned chunks (the merger pins a replay of commands that once succeeded, accepted at full weight): on the slots
+a pinned chunk covers, the newest pinned chunk alone gives the action, in every mode. A replay is only worth
+anything executed as it was; the flow chunk of a later frame, whose correction has not arrived yet, would
+otherwise blend into it.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ class _Chunk:
     raw: np.ndarray      # (H, A) the chunk as given (possibly revised)
     prior: np.ndarray    # (H, A) the previous plan on these slots (rtc), zeros elsewhere
     mask: np.ndarray     # (H,) weight of `prior` (0 outside rtc mode)
+    pinned: bool = False  # executed as is on its slots (see module docstring)
 
     @property
     def actions(self) -> np.ndarray:  # (H, A)
@@ -68,18 +74,19 @@ class ChunkExecutor:
         self.chunks = [c for c in self.chunks if self._index(c, now_ns) < len(c.raw)]
 
     # -- input --------------------------------------------------------------------------------------
-    def add(self, start_ns: int, actions: np.ndarray, now_ns: int, key: int | None = None) -> None:
+    def add(self, start_ns: int, actions: np.ndarray, now_ns: int, key: int | None = None,
+            pinned: bool = False) -> None:
         """Splice `actions` (H, A), whose action 0 is for the slot starting at `start_ns`, in at time `now_ns`."""
         raw = np.array(actions, dtype=np.float64)
         key = start_ns if key is None else key
         self.chunks = [c for c in self.chunks if c.key != key]  # a re-sent chunk replaces its earlier copy
         self.prune(now_ns)
         prior, mask = np.zeros_like(raw), np.zeros(len(raw))
-        if self.mode == 'rtc' and self.chunks:
+        if self.mode == 'rtc' and self.chunks and not pinned:
             prior, mask = self._rtc_prior(start_ns, raw, now_ns)
         if self.mode != 'ensemble':
-            self.chunks = []
-        self.chunks.append(_Chunk(key, int(start_ns), raw, prior, mask))
+            self.chunks = [c for c in self.chunks if c.pinned]
+        self.chunks.append(_Chunk(key, int(start_ns), raw, prior, mask, pinned))
         self.chunks.sort(key=lambda c: c.start_ns)
         self.horizon = len(raw)
 
@@ -97,14 +104,17 @@ class ChunkExecutor:
         mask = prefix_weights(horizon, frozen, overlap)
         return prior, mask
 
-    def revise(self, key: int, actions: np.ndarray) -> bool:
-        """Replace the given actions of a stored chunk (a correction that came after it); False if gone."""
+    def revise(self, key: int, actions: np.ndarray, pinned: bool = False) -> bool:
+        """Replace the actions of a stored chunk (a correction that came after it), pinning it or not;
+        False if it is gone."""
         for c in self.chunks:
             if c.key == key:
                 revised = np.array(actions, dtype=np.float64)
                 if revised.shape != c.raw.shape:
                     raise ValueError(f'revision shape {revised.shape} != chunk shape {c.raw.shape}')
-                c.raw = revised
+                c.raw, c.pinned = revised, pinned
+                if pinned:
+                    c.mask = np.zeros_like(c.mask)  # as is: no RTC blend with the plan before it
                 return True
         return False
 
@@ -121,6 +131,9 @@ class ChunkExecutor:
         covering = sorted(self._covering(t_ns), key=lambda ci: -ci[0].start_ns)
         if not covering:
             return []
+        pinned = [(c, i) for c, i in covering if c.pinned]
+        if pinned:
+            return [(pinned[0][0], pinned[0][1], 1.0)]
         newest = covering[0][0].start_ns
         w = np.array([math.exp(-self.decay * (newest - c.start_ns) / self.dt_ns) for c, _ in covering])
         w /= w.sum()

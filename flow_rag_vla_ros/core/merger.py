@@ -59,6 +59,8 @@ class MergerConfig:
     replay_correction_weight: float = param(1.0, "blend weight of a 'replay' correction (the commands executed from "
                                                  'a near-identical state in an episode that succeeded): 1.0 '
                                                  're-executes them')
+    pin_replays: bool = param(True, 'a replay used at weight 1.0 is executed as is on its slots: later flow chunks '
+                                    'do not blend into it (its correction may reach us after the next chunk)')
     control_period_s: float = param(CONTROL_DT, 'control period dt: chunk action i is for frame stamp + i*dt')
     action_low: list[float] = param([-1.0] * ACTION_DIM, 'lower command bound per dimension (dx, dy, dz, gripper)')
     action_high: list[float] = param([1.0] * ACTION_DIM, 'upper command bound per dimension')
@@ -321,7 +323,7 @@ class ActionMerger:
     def _accept(self, stamp_ns: int, flow: np.ndarray, start_ns: int, now_ns: int, emit: bool = True
                 ) -> Command | None:
         actions, record = merge_chunk(stamp_ns, flow, self.correction, self.config)
-        self.executor.add(start_ns, actions, self._exec_now(now_ns), key=stamp_ns)
+        self.executor.add(start_ns, actions, self._exec_now(now_ns), key=stamp_ns, pinned=self._pins(record))
         live = {c.key for c in self.executor.chunks}
         self.flows = {k: v for k, v in self.flows.items() if k in live}
         self.records = {k: v for k, v in self.records.items() if k in live}
@@ -341,8 +343,13 @@ class ActionMerger:
             return
         actions, record = merge_chunk(key, self.flows[key], self.correction, self.config)
         if record.used_correction:
-            self.executor.revise(key, actions)
+            self.executor.revise(key, actions, pinned=self._pins(record))
         self.records[key] = record
+
+    def _pins(self, record: MergeRecord) -> bool:
+        """A replay that replaced the flow chunk outright is executed as is (ChunkExecutor: pinned)."""
+        return (self.config.pin_replays and record.used_correction and record.weight >= 1.0
+                and self.correction is not None and self.correction.source == 'replay')
 
     def _emit(self, now_ns: int, source_stamp_ns: int | None = None) -> Command:
         t = self._exec_now(now_ns)

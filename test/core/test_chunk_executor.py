@@ -124,3 +124,26 @@ def test_remaining_and_refill_trigger():
 def test_invalid_settings_raise(kwargs):
     with pytest.raises(ValueError):
         ChunkExecutor(**{'dt_ns': DT, **kwargs})
+
+
+@pytest.mark.parametrize('mode', ['ensemble', 'rtc', 'replace'])
+def test_a_pinned_chunk_alone_gives_the_action_on_its_slots(mode):
+    ex = ChunkExecutor(DT, mode)
+    ex.add(S, ramp(), now_ns=S, pinned=True)
+    ex.add(S + DT, ramp(start=100.0), now_ns=S + DT)  # a newer flow chunk: no say where the pinned one runs
+    for i in range(1, 8):
+        np.testing.assert_array_equal(ex.action_at(S + i * DT), ramp()[i])
+    np.testing.assert_array_equal(ex.action_at(S + 8 * DT), ramp(start=100.0)[7])  # after it: the flow chunk
+    ex.add(S + 2 * DT, ramp(start=200.0), now_ns=S + 2 * DT, pinned=True)  # the newest pinned chunk wins
+    np.testing.assert_array_equal(ex.action_at(S + 3 * DT), ramp(start=200.0)[1])
+    assert ex.ensemble_weights(S + 3 * DT) == [(S + 2 * DT, 1.0)]
+
+
+def test_revise_can_pin_a_chunk():
+    ex = ChunkExecutor(DT)
+    ex.add(S, ramp(), now_ns=S)
+    ex.add(S + DT, ramp(start=100.0), now_ns=S + DT)
+    assert ex.revise(S, ramp(start=50.0), pinned=True)
+    np.testing.assert_array_equal(ex.action_at(S + 2 * DT), ramp(start=50.0)[2])
+    assert ex.revise(S, ramp(start=50.0))  # unpinned again: back to the ensemble
+    assert ex.action_at(S + 2 * DT)[0] not in (ramp(start=50.0)[2, 0], ramp(start=100.0)[1, 0])

@@ -120,6 +120,21 @@ def test_correction_after_the_chunk_revises_the_queued_actions():
     assert cmd.action[0] == pytest.approx(0.2) and cmd.record.used_correction
 
 
+@pytest.mark.parametrize('pin', [True, False])
+def test_a_late_replay_is_executed_as_is_while_the_next_chunk_waits_for_its_own(pin):
+    """Replays (commands that once succeeded) arrive after their frame's chunk in the node graph: pinned, the
+    next frame's flow chunk does not blend into them."""
+    m = merger(clock='frames', pin_replays=pin, **FREE)
+    m.on_chunk(S, const(0.5), S + 10 * MS)
+    replay = np.repeat(np.linspace(-0.1, -0.8, 8)[:, None], 4, axis=1)  # (8, 4): action i is -0.1 * (i + 1)
+    m.on_correction(S, corr(replay, 0.95, source='replay'), S + 20 * MS)
+    cmd = m.on_chunk(S + DT, const(0.5), S + DT + 10 * MS)  # no correction for this frame yet
+    if pin:
+        assert cmd.action[0] == pytest.approx(-0.2) and cmd.sources == (S,)
+    else:  # ensembled with the newer flow chunk
+        assert cmd.action[0] > 0.0 and cmd.sources == (S + DT, S)
+
+
 def test_correction_after_the_deadline_leaves_the_queue_alone():
     m = merger(**FREE)
     m.on_chunk(S, const(0.5), S + 10 * MS)

@@ -164,7 +164,7 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench.json"
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop16.json"  # bench.json: the stop-15 run
   # backends again, alternated within each run (docs/results/backends_alternated)
   mkdir -p "$OUT/backends_alternated"
   for r in "" _2; do for m in reach_v2 vla_v5; do

@@ -68,6 +68,8 @@ class MonitorConfig:
     success_dedup_threshold: float = param(0.999, 'success states this similar merge (consecutive states of one '
                                                   'trajectory must stay apart)')
     replay_min_confidence: float = param(0.8, 'replays below this confidence * similarity are not proposed')
+    success_memory_import: str = param('', 'success memory export (FailureMemory.export of monitor.successes) to '
+                                           'import at start; empty = none')
 
     def __post_init__(self):
         require(self.store_stride >= 1, 'store_stride must be >= 1')
@@ -109,6 +111,9 @@ class RagMonitor:
             self.log.info(f'imported {added} cases ({merged} merged) from {config.memory_import}')
         self.successes = (FailureMemory.open(success_memory_config(self.memory_config, config))
                           if config.remember_successes else None)
+        if self.successes is not None and config.success_memory_import:
+            added, merged = self.successes.import_(config.success_memory_import)
+            self.log.info(f'imported {added} success states ({merged} merged) from {config.success_memory_import}')
         self._lock = threading.Lock()  # episode trace: written by the retrieval thread and the event callback
         self._trace: dict[int, _Step] = {}  # stamp -> step, this episode, in arrival order
         self._last_chunk: np.ndarray | None = None

@@ -189,3 +189,13 @@ def test_a_failure_long_after_a_replay_does_not_charge_it():
     assert all(c.confidence == 1.0 for c in m.successes.cases())
     _success_from(m, drift[:8], outcome='failure')  # failed 7 states after the replay: its commands were running
     assert sorted(c.confidence for c in m.successes.cases()) == pytest.approx([0.7, 1.0, 1.0])
+
+
+def test_a_success_memory_export_seeds_another_robot(tmp_path):
+    m = _monitor()
+    _success_from(m, TRAJECTORY)
+    assert m.successes.export(str(tmp_path / 'successes.safetensors')) == 3
+    seeded = RagMonitor(MonitorConfig(success_memory_import=str(tmp_path / 'successes.safetensors')),
+                        MemoryConfig(similarity_threshold=0.95))
+    assert len(seeded.successes) == 3 and len(seeded.memory) == 0
+    np.testing.assert_allclose(_replay_at(seeded, 0.2).chunk[:2, 0], [0.1, 0.2], atol=1e-6)

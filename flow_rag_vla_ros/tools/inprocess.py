@@ -134,7 +134,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     latency_ns = round(correction_latency_ms * 1e6)
     deadline_ns = round(merger_cfg.deadline_ms * 1e6)
     frame = [0]
-    counts = {'corrections_used': 0, 'corrections_proposed': 0, 'holds': 0}
+    counts = {'corrections_proposed': 0, 'holds': 0}
     command_paths: dict[str, int] = {}
     verdicts: dict[str, int] = {}
 
@@ -175,8 +175,6 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         if mon is not None:
             mon.observe_command(command.source_stamp_ns, command.action)  # the stamp the merger node sends it with
         command_paths[path] = command_paths.get(path, 0) + 1
-        if command.record is not None and command.record.used_correction:
-            counts['corrections_used'] += 1
         if command.record is not None:
             verdict = verdict_label(command.record.used_correction, command.record.reason)
             verdicts[verdict] = verdicts.get(verdict, 0) + 1
@@ -235,7 +233,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
         'frames_published': frames, 'frames_commanded': frames, 'dropped_frames': 0,
         'frame_rate_hz': frames / wall_s if wall_s else 0.0,
         'command_paths': command_paths,
-        'corrections_used': counts['corrections_used'],
+        'corrections_used': verdicts.get('used', 0),
         'correction_verdicts': verdicts,
         'corrections_proposed': counts['corrections_proposed'],
         'hold_commands': counts['holds'],

@@ -97,7 +97,6 @@ def _make_collector(context):
             self.stage_ms: dict[str, list[float]] = {}
             self.since_frame_ms: dict[str, list[float]] = {}
             self.command_paths: dict[str, int] = {}
-            self.corrections_used = 0
             self.correction_verdicts: dict[str, int] = {}  # per command: 'used' or why a correction was not
             self.nodes_seen: set[str] = set()
             self.messages = 0
@@ -117,8 +116,6 @@ def _make_collector(context):
                     # the first good command for a frame closes its camera -> command latency
                     if stamp not in self.e2e and kv.get('state') == 'ok':
                         self.e2e[stamp] = float(kv['e2e_ms'])
-                    if kv.get('used_correction') == 'True':
-                        self.corrections_used += 1
                     verdict = verdict_label(kv.get('used_correction') == 'True', kv.get('correction_reason', ''))
                     self.correction_verdicts[verdict] = self.correction_verdicts.get(verdict, 0) + 1
                 else:
@@ -233,7 +230,7 @@ def summarize(spec: RunSpec, results: list[dict], collector, rss: dict, wall_s: 
         'unacknowledged_starts': collector.unacknowledged_starts,
         'frame_rate_hz': len(collector.e2e) / wall_s if wall_s else 0.0,
         'command_paths': collector.command_paths,
-        'corrections_used': collector.corrections_used,
+        'corrections_used': collector.correction_verdicts.get('used', 0),
         'correction_verdicts': collector.correction_verdicts,
         'nodes': sorted(collector.nodes_seen),
         'peak_rss_mb': rss,

@@ -36,6 +36,7 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -143,16 +144,26 @@ class RagMonitor:
         with self._lock:
             return list(self._commands)
 
-    def executed_from(self, stamp: int, commands: list[tuple[int, np.ndarray]]) -> np.ndarray | None:
-        """(H, 4): the first H commands at or after `stamp`, the last one's gripper held with zero motion after
-        the episode ended; None if no command followed the state."""
-        after = [a for s, a in commands if s >= stamp][:self.memory_config.horizon]
-        if not after:
-            return None
-        chunk = np.zeros((self.memory_config.horizon, ACTION_DIM), np.float32)  # (H, 4)
-        chunk[:len(after)] = after
-        chunk[len(after):, 3] = after[-1][3]
-        return chunk
+    def executed_lookup(self, commands: list[tuple[int, np.ndarray]]) -> Callable[[_Step], np.ndarray | None]:
+        """step -> (H, 4): the first H commands at or after the step's stamp, the last one's gripper held with zero
+        motion after the episode ended; None if no command followed the state. With no command observed at all,
+        the policy's own chunk of the step. The commands become arrays once per episode: a success looks up
+        every state (a 10-minute episode has 15k states and 15k commands)."""
+        horizon = self.memory_config.horizon
+        if not commands:
+            return lambda step: step.chunk
+        stamps = np.fromiter((s for s, _ in commands), np.int64, len(commands))  # (C,) in arrival order
+        actions = np.stack([a for _, a in commands])  # (C, 4)
+
+        def executed(step: _Step) -> np.ndarray | None:
+            after = actions[np.flatnonzero(stamps >= step.stamp)[:horizon]]  # (<=H, 4)
+            if not len(after):
+                return None
+            chunk = np.zeros((horizon, ACTION_DIM), np.float32)  # (H, 4)
+            chunk[:len(after)] = after
+            chunk[len(after):, 3] = after[-1, 3]
+            return chunk
+        return executed
 
     def assess(self, stamp: int, tokens: np.ndarray, proprio: np.ndarray, language: np.ndarray,
                chunk: np.ndarray | None = None) -> Correction | None:
@@ -212,14 +223,15 @@ class RagMonitor:
         for case_id in {step.replayed for step in credited if step.replayed is not None}:
             self._safely(self.successes.update_confidence, case_id, kind == 'success')
         if kind == 'success':
+            executed_from = self.executed_lookup(commands)
             for case_id, (_, step) in best.items():
                 self._safely(self.memory.update_confidence, case_id, True)
                 # from the step most like the case: a case also matches its neighbours, whose commands start later
-                executed = self.executed_from(step.stamp, commands) if commands else step.chunk
+                executed = executed_from(step)
                 if executed is not None:
                     self._safely(self.memory.set_correction, case_id, executed)
             if self.successes is not None:
-                self.remember_success(trace, commands)
+                self.remember_success(trace, executed_from)
             return
         for case_id in best:
             self._safely(self.memory.update_confidence, case_id, False)
@@ -232,11 +244,12 @@ class RagMonitor:
             stored += 1
         self.log.info(f'{failure_type or kind}: stored {stored} states; memory has {len(self.memory)} cases')
 
-    def remember_success(self, trace: list[_Step], commands: list[tuple[int, np.ndarray]]) -> None:
-        """Every state of a successful episode, with the commands executed from it, into the success memory."""
+    def remember_success(self, trace: list[_Step], executed_from: Callable[[_Step], np.ndarray | None]) -> None:
+        """Every state of a successful episode, with the commands executed from it (`executed_lookup`), into the
+        success memory."""
         cases = []
         for step in trace:
-            executed = self.executed_from(step.stamp, commands) if commands else step.chunk
+            executed = executed_from(step)
             if executed is None:
                 continue
             proposed = step.chunk if step.chunk is not None else executed  # the policy's own chunk, when known

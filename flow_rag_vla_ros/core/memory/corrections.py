@@ -36,11 +36,18 @@ class CorrectionConfig:
     transform_confidence: float = param(0.5, 'confidence of a transform correction (times similarity)')
     min_case_confidence: float = param(0.2, 'cases below this confidence (episodes kept failing after they '
                                             'matched) propose no transform')
+    # 1.0: revisit runs (README "RAG failure memory"), six of them: repetitions 61 -> 56, successes 139 -> 142
+    escalation_per_failure: float = param(1.0, "a transform that failed in its state n times (the case's "
+                                               'corrected_failure) is applied with strength 1 + n * this '
+                                               '(correct_chunk); 0 = always the same transform')
+    max_escalation: float = param(3.0, 'cap on that strength factor')
 
     def __post_init__(self):
         require(self.grasp_close_earlier_steps >= 0, 'grasp_close_earlier_steps must be >= 0')
         for name in ('drop_speed_scale', 'collision_speed_scale', 'misalignment_scale', 'timeout_scale'):
             require(getattr(self, name) > 0, f'{name} must be > 0')
+        require(self.escalation_per_failure >= 0 and self.max_escalation >= 1,
+                'escalation_per_failure >= 0, max_escalation >= 1')
         require(all(0 <= v <= 1 for v in (self.min_stored_confidence, self.transform_confidence,
                                            self.min_case_confidence)), 'confidences must be in [0, 1]')
 
@@ -55,8 +62,10 @@ class Correction:
     source: str              # 'stored' | 'transform'
 
 
-def correct_chunk(chunk: np.ndarray, failure_type: str, config: CorrectionConfig | None = None) -> np.ndarray:
-    """Per-type corrective transform of an (H, 4) chunk."""
+def correct_chunk(chunk: np.ndarray, failure_type: str, config: CorrectionConfig | None = None,
+                  strength: float = 1.0) -> np.ndarray:
+    """Per-type corrective transform of an (H, 4) chunk, applied `strength` times over: offsets and step counts
+    grow by that factor, scales are raised to that power (a slow-down never turns into a reversal)."""
     c = config or CorrectionConfig()
     out = np.asarray(chunk, np.float32).copy()
     if out.ndim != 2 or out.shape[1] != 4:
@@ -64,24 +73,31 @@ def correct_chunk(chunk: np.ndarray, failure_type: str, config: CorrectionConfig
     xyz, grip = out[:, :3], out[:, 3]
     if failure_type == 'grasp_failure':  # close harder and earlier, approach lower until closing
         closing = np.flatnonzero(grip < 0)
-        start = max(0, int(closing[0]) - c.grasp_close_earlier_steps) if len(closing) else len(out)
+        earlier = int(round(c.grasp_close_earlier_steps * strength))
+        start = max(0, int(closing[0]) - earlier) if len(closing) else len(out)
         grip[grip < 0] = -1.0  # harder
         if len(closing):
             grip[start:closing[0]] = -1.0  # earlier (a later release, grip > 0, is kept)
-        xyz[:start, 2] += c.grasp_dz
+        xyz[:start, 2] += c.grasp_dz * strength
     elif failure_type == 'drop':  # keep the gripper closed, move slower
         grip[:] = -1.0
-        xyz *= c.drop_speed_scale
+        xyz *= c.drop_speed_scale ** strength
     elif failure_type == 'collision':  # approach higher, slow down laterally
-        xyz[:, 2] += c.collision_dz
-        xyz[:, :2] *= c.collision_speed_scale
+        xyz[:, 2] += c.collision_dz * strength
+        xyz[:, :2] *= c.collision_speed_scale ** strength
     elif failure_type == 'misalignment':
-        xyz *= c.misalignment_scale
+        xyz *= c.misalignment_scale ** strength
     elif failure_type == 'timeout':
-        xyz *= c.timeout_scale
+        xyz *= c.timeout_scale ** strength
     else:
         raise ValueError(f'unknown failure type {failure_type!r}; known: {FAILURE_TYPES}')
     return np.clip(out, -1.0, 1.0)
+
+
+def escalation(case: FailureCase, config: CorrectionConfig) -> float:
+    """How much stronger than configured a transform is applied in this case's state: each episode that failed
+    again after the case matched (the same transform tried, the same failure) adds `escalation_per_failure`."""
+    return min(1.0 + config.escalation_per_failure * case.corrected_failure, config.max_escalation)
 
 
 def propose_correction(memory_hits: Sequence[tuple[FailureCase, float]], current_chunk: np.ndarray,
@@ -101,7 +117,7 @@ def propose_correction(memory_hits: Sequence[tuple[FailureCase, float]], current
         if not trusted:
             return None
         case, sim = max(trusted, key=lambda h: h[1])
-        chunk = correct_chunk(current_chunk, case.failure_type, c)
+        chunk = correct_chunk(current_chunk, case.failure_type, c, escalation(case, c))
         conf, source = c.transform_confidence * max(sim, 0.0), 'transform'
     return Correction(chunk=chunk, confidence=float(np.clip(conf, 0.0, 1.0)), failure_type=case.failure_type,
                       case_id=int(case.id), similarity=float(sim), source=source)

@@ -67,6 +67,30 @@ def test_transform_is_not_proposed_from_cases_whose_episodes_kept_failing():
     assert propose_correction([(distrusted, 0.99)], chunk(), gate_off).case_id == 1
 
 
+def test_transform_escalates_with_each_failure_after_it_was_tried():
+    c = chunk()  # x 0.8, z -0.5
+    config = CorrectionConfig(escalation_per_failure=1.0, max_escalation=3.0)
+    tried = _case(1, 'collision')
+    deltas = []
+    for failures in range(4):
+        tried.corrected_failure = failures
+        p = propose_correction([(tried, 0.99)], c, config)
+        deltas.append(p.chunk[:, 2] - c[:, 2])  # collision: dz + 0.3 per unit of strength
+    assert np.allclose(deltas[0], 0.3) and np.allclose(deltas[1], 0.6) and np.allclose(deltas[2], 0.9)
+    assert np.allclose(deltas[3], 0.9)  # capped at max_escalation, and never outside [-1, 1]
+    tried.corrected_failure = 1
+    off = CorrectionConfig(escalation_per_failure=0.0)
+    assert np.allclose(propose_correction([(tried, 0.99)], c, off).chunk, correct_chunk(c, 'collision'))
+    assert np.allclose(propose_correction([(tried, 0.99)], c, config).chunk[:, 0], 0.8 * 0.6 ** 2)  # xy scale, twice
+    for strength in (2.0, 3.0):  # a slow-down applied n times is the scale to the n-th power, never a reversal
+        slower = correct_chunk(c, 'misalignment', strength=strength)
+        assert np.allclose(slower[:, :3], c[:, :3] * 0.5 ** strength)
+    earlier = correct_chunk(c, 'grasp_failure', CorrectionConfig(grasp_close_earlier_steps=2), strength=2.0)
+    assert np.all(earlier[1:, 3] == -1.0) and earlier[0, 3] == 1.0 and np.isclose(earlier[0, 2], -0.9)
+    with pytest.raises(ValueError):
+        CorrectionConfig(max_escalation=0.5)
+
+
 def test_state_embedding_is_deterministic_unit_and_sized():
     rng = np.random.default_rng(0)
     tokens, proprio, lang = rng.standard_normal((9, 320)), rng.standard_normal(7) * 0.1, rng.standard_normal(384)

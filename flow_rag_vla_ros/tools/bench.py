@@ -56,7 +56,24 @@ def machine() -> dict:
         pass
     isa = next((name for name in ('avx512f', 'avx2', 'avx') if name in flags), 'unknown')
     return {'cpu': cpu or platform.processor(), 'cores': os.cpu_count(), 'isa': isa,
-            'python': platform.python_version()}
+            'python': platform.python_version(), 'packages': package_versions()}
+
+
+# what decides a rollout's numbers besides the code: a new OpenCV resize or ONNX Runtime kernel moves the
+# features by ulps, and a revisited Push situation can flip between success and timeout on that
+NUMERIC_PACKAGES = ('numpy', 'torch', 'onnxruntime', 'opencv-python-headless', 'faiss-cpu', 'pybullet',
+                    'panda-gym')
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in NUMERIC_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = 'not installed'
+    return out
 
 
 def stack_overrides(args, stale_timeout_s: float) -> dict[str, dict]:

@@ -1,6 +1,7 @@
 """`flow-rag-vla bench` end to end on a tiny checkpoint: the JSON keys the README and issues rely on."""
 import json
 
+import numpy as np
 import pytest
 
 from flow_rag_vla_ros.cli import main
@@ -35,3 +36,4 @@ def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
     assert result['replay']['settings']['set'] == ['rag_monitor.worker_priority=nice']
     assert result['retrieval_ms']['2000']['p99'] > 0
     assert result['machine']['cores'] >= 1
+    assert result['machine']['packages']['numpy'] == np.__version__  # what the numbers depend on besides the code

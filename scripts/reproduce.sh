@@ -164,7 +164,19 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop16.json"  # bench.json: the stop-15 run
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop17.json"  # bench_stop16.json, bench.json: earlier stops
+  # monitor priority: lockstep node graph (corrections in time) and camera-rate replay (policy-path p99), stop 17
+  W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"
+  for pr in idle_process normal nice; do
+    sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    worker_priority: $pr/" config/stack.yaml > "$W/p_$pr.yaml"
+    $FRV eval --task push --scenario heavy_cube --situations 5 --episodes 20 --seed 0 --checkpoint models/vla_v5 \
+        --pipelines parallel --params "$W/p_$pr.yaml" --json "$W/node_graph_heavy_cube_5sit_$pr.json"
+    rm -f "$W/p_$pr.yaml"
+  done
+  for i in 1 2; do for pr in idle_process normal nice; do
+    $FRV bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+        --set rag_monitor.worker_priority=$pr --json "$W/ab_${pr}_$i.json"
+  done; done
   # backends again, alternated within each run (docs/results/backends_alternated)
   mkdir -p "$OUT/backends_alternated"
   for r in "" _2; do for m in reach_v2 vla_v5; do

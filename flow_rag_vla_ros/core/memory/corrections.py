@@ -7,7 +7,8 @@ Preference order in `propose_correction(memory_hits, current_chunk)`:
 2. otherwise the per-type corrective transform of the current chunk, for the most similar hit's failure type,
    among the hits whose confidence is at least `min_case_confidence`: a case loses confidence with every
    episode that failed again after it matched, so a transform that keeps failing in its state stops being
-   proposed there (without this gate a transform's confidence never learned from its outcomes).
+   proposed there (without this gate a transform's confidence never learned from its outcomes). Until then
+   each failed try makes the next one stronger (`escalation`): the same try would fail the same way.
 Correction.confidence = case confidence * similarity (stored) or `transform_confidence` * similarity (transform).
 Every output is clamped to [-1, 1]. Actions are `[dx, dy, dz, gripper]`; gripper < 0 closes (panda-gym).
 """

@@ -30,6 +30,8 @@ class StackNode(Node):
         self.bad_inputs = 0
 
     def publish_latency(self, stage: str, stamp_ns: int, received_ns: int, published_ns: int, **extra) -> None:
+        """published_ns: when the stage's output was ready, taken just before publish(): a subscriber downstream
+        may receive it (and answer) before publish() returns, and a stage must never look later than its effect."""
         values = {'stage': stage, 'received_ns': received_ns, 'published_ns': published_ns,
                   'stage_ms': f'{(published_ns - received_ns) / 1e6:.4f}',
                   'since_frame_ms': f'{(published_ns - stamp_ns) / 1e6:.4f}', **extra}

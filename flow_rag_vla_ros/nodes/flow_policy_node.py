@@ -96,8 +96,10 @@ class FlowPolicyNode(StackNode):
         else:
             chunk = self.backend.act(tokens, proprio, self.language, frame_noise(self.config.noise_seed, tokens, shape))
         # (H, 4)
-        self.chunk_pub.publish(chunk_to_msg(chunk, stamp, msg.header.frame_id))
-        self.publish_latency('chunk', stamp, received, now_ns())
+        out = chunk_to_msg(chunk, stamp, msg.header.frame_id)
+        ready = now_ns()  # before publish(), as in the vision encoder: the merger may answer before it returns
+        self.chunk_pub.publish(out)
+        self.publish_latency('chunk', stamp, received, ready)
 
 
 def main(args=None):

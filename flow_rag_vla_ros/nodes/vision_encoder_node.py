@@ -58,8 +58,10 @@ class VisionEncoderNode(StackNode):
         if image is None:
             return
         tokens = self.backend.encode(image)  # (N, C)
-        self.features_pub.publish(features_to_msg(tokens, stamp_to_ns(msg.header.stamp), msg.header.frame_id))
-        self.publish_latency('features', stamp_to_ns(msg.header.stamp), received, now_ns())
+        out = features_to_msg(tokens, stamp_to_ns(msg.header.stamp), msg.header.frame_id)
+        ready = now_ns()  # before publish(): a subscriber may get the message before publish() returns here
+        self.features_pub.publish(out)
+        self.publish_latency('features', stamp_to_ns(msg.header.stamp), received, ready)
 
     def on_instruction(self, msg: String) -> None:
         text = msg.data.strip()

@@ -29,9 +29,16 @@ class StackNode(Node):
         self._latency_pub = self.create_publisher(DiagnosticArray, LATENCY_TOPIC, qos.EVENTS)
         self.bad_inputs = 0
 
+    def publish_output(self, publisher, msg, stage: str, stamp_ns: int, received_ns: int) -> None:
+        """Publish a stage's output and report its latency with the time it was ready, taken before publish():
+        a subscriber downstream may receive it (and answer) before publish() returns, and a stage must never look
+        later than what it caused (the vision encoder's features, the policy's chunk)."""
+        ready = now_ns()
+        publisher.publish(msg)
+        self.publish_latency(stage, stamp_ns, received_ns, ready)
+
     def publish_latency(self, stage: str, stamp_ns: int, received_ns: int, published_ns: int, **extra) -> None:
-        """published_ns: when the stage's output was ready, taken just before publish(): a subscriber downstream
-        may receive it (and answer) before publish() returns, and a stage must never look later than its effect."""
+        """published_ns: when the output left the stage (`publish_output` takes it before publish())."""
         values = {'stage': stage, 'received_ns': received_ns, 'published_ns': published_ns,
                   'stage_ms': f'{(published_ns - received_ns) / 1e6:.4f}',
                   'since_frame_ms': f'{(published_ns - stamp_ns) / 1e6:.4f}', **extra}

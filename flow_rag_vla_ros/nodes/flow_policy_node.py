@@ -96,10 +96,7 @@ class FlowPolicyNode(StackNode):
         else:
             chunk = self.backend.act(tokens, proprio, self.language, frame_noise(self.config.noise_seed, tokens, shape))
         # (H, 4)
-        out = chunk_to_msg(chunk, stamp, msg.header.frame_id)
-        ready = now_ns()  # before publish(), as in the vision encoder: the merger may answer before it returns
-        self.chunk_pub.publish(out)
-        self.publish_latency('chunk', stamp, received, ready)
+        self.publish_output(self.chunk_pub, chunk_to_msg(chunk, stamp, msg.header.frame_id), 'chunk', stamp, received)
 
 
 def main(args=None):

@@ -58,10 +58,9 @@ class VisionEncoderNode(StackNode):
         if image is None:
             return
         tokens = self.backend.encode(image)  # (N, C)
-        out = features_to_msg(tokens, stamp_to_ns(msg.header.stamp), msg.header.frame_id)
-        ready = now_ns()  # before publish(): a subscriber may get the message before publish() returns here
-        self.features_pub.publish(out)
-        self.publish_latency('features', stamp_to_ns(msg.header.stamp), received, ready)
+        stamp = stamp_to_ns(msg.header.stamp)
+        self.publish_output(self.features_pub, features_to_msg(tokens, stamp, msg.header.frame_id), 'features',
+                            stamp, received)
 
     def on_instruction(self, msg: String) -> None:
         text = msg.data.strip()

@@ -72,8 +72,8 @@ def pipeline_spec(args, task: str, pipeline: str, memory_dir: str) -> RunSpec:
 
 
 def evaluate(args) -> dict:
-    tasks = args.tasks or [args.task]
     from flow_rag_vla_ros.tools.bench import machine
+    tasks = args.tasks or [args.task]
     report: dict = {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed,
                     'situations': args.situations, 'machine': machine(), 'tasks': {}}
     for task in tasks:

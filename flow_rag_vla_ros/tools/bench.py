@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -108,18 +109,42 @@ def bench_stack(args) -> dict:
     return out
 
 
-class _PeakRss:
-    """A launcher Stack whose nodes' peak RSS is read just before they are stopped."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (all its threads), from /proc; None when it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')  # utime, stime
 
-    def __init__(self, stack, into: dict):
-        self.stack, self.into = stack, into
+
+class _MeasuredStack:
+    """A launcher Stack whose nodes' peak RSS is read just before they are stopped, and whose CPU time is counted
+    from the end of the warm-up (`warmed_up`, called by the replay driver) to the stop: model loading is not
+    the per-frame cost."""
+
+    def __init__(self, stack, rss_into: dict, cpu_into: dict):
+        self.stack, self.rss_into, self.cpu_into = stack, rss_into, cpu_into
+        self.cpu_at_warm_up: dict[str, float] = {}
+
+    def _pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.stack.processes.items()}
 
     def alive(self) -> dict[str, bool]:
         return self.stack.alive()
 
+    def warmed_up(self) -> None:
+        self.cpu_at_warm_up = {n: cpu_seconds(pid) for n, pid in self._pids().items()}
+
     def stop(self) -> None:
         from flow_rag_vla_ros.tools.runner import _peak_rss_mb
-        self.into.update(_peak_rss_mb({n: p.pid for n, p in self.stack.processes.items()}))
+        pids = self._pids()
+        self.rss_into.update(_peak_rss_mb(pids))
+        for name, pid in pids.items():
+            start, end = self.cpu_at_warm_up.get(name), cpu_seconds(pid)
+            if start is not None and end is not None:
+                self.cpu_into[name] = end - start
         self.stack.stop()
 
 
@@ -144,11 +169,12 @@ def bench_replay(args) -> dict:
             run_stack(spec)
         for pipeline in args.pipelines:
             rss: dict = {}
+            cpu_s: dict = {}
 
-            def start_stack(_config, pipeline=pipeline, rss=rss):
+            def start_stack(_config, pipeline=pipeline, rss=rss, cpu_s=cpu_s):
                 s = RunSpec(pipeline=pipeline, checkpoint=args.checkpoint, backend=args.backend,
                             clock_mode='realtime', overrides=stack_overrides(args, stale))
-                return _PeakRss(start_processes(s.stack_nodes(), s.params, s.node_overrides()), rss)
+                return _MeasuredStack(start_processes(s.stack_nodes(), s.params, s.node_overrides()), rss, cpu_s)
 
             config = ReplayConfig(rate=1.0, frame_rate_hz=args.rate, pipeline=pipeline, stack_clock='realtime',
                                   checkpoint=args.checkpoint, backend=args.backend)
@@ -159,7 +185,9 @@ def bench_replay(args) -> dict:
                 'since_frame_ms': r['since_frame_ms'], 'frames_replayed': frames['replayed'],
                 'frames_commanded': frames['commanded'], 'dropped_frames': frames['replayed'] - frames['commanded'],
                 'frame_rate_hz': args.rate, 'wall_s': r['wall_s'], 'peak_rss_mb': rss,
-                'peak_rss_mb_stack_total': sum(rss.values()), 'bad_outputs': r['bad_outputs']}
+                'peak_rss_mb_stack_total': sum(rss.values()), 'bad_outputs': r['bad_outputs'],
+                # CPU time per replayed frame (all threads; warm-up excluded): what each node takes from the cores
+                'cpu_ms_per_frame': {n: 1e3 * c / max(frames['replayed'], 1) for n, c in cpu_s.items()}}
     return out
 
 
@@ -202,12 +230,14 @@ def print_table(result: dict) -> None:
                 f'layout={layout}', runs) for layout, runs in result.get('sim_loop', {}).get('layouts', {}).items()]
     for title, runs in tables:
         t = Table(title=title)
-        for c in ('pipeline', 'p50', 'p95', 'p99', 'frames', 'dropped', 'Hz', 'stack RSS MB'):
+        for c in ('pipeline', 'p50', 'p95', 'p99', 'frames', 'dropped', 'Hz', 'stack RSS MB', 'stack CPU ms/frame'):
             t.add_column(c)
         for name, r in runs.items():
             e = r['e2e_ms']
+            cpu = r.get('cpu_ms_per_frame')  # replay only
             t.add_row(name, fmt(e['p50']), fmt(e['p95']), fmt(e['p99']), str(r['frames_commanded']),
-                      str(r['dropped_frames']), fmt(r['frame_rate_hz']), fmt(r['peak_rss_mb_stack_total']))
+                      str(r['dropped_frames']), fmt(r['frame_rate_hz']), fmt(r['peak_rss_mb_stack_total']),
+                      fmt(sum(cpu.values()) if cpu else None))
         console.print(t)
     if 'retrieval_ms' in result:
         t = Table(title='retrieval, single query (ms)')

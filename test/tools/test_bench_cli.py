@@ -30,6 +30,9 @@ def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
         assert since['features']['p50'] < since['chunk']['p50'] <= e2e['p50'] + 1e-6, (pipeline, since)
         assert {'vision_encoder', 'flow_policy', 'action_merger'} <= set(run['peak_rss_mb'])
         assert run['peak_rss_mb_stack_total'] == pytest.approx(sum(run['peak_rss_mb'].values()))
+        # CPU per frame after the warm-up, every node: the encoder runs a CNN on each frame
+        assert set(run['cpu_ms_per_frame']) == set(run['peak_rss_mb'])
+        assert 0.5 < run['cpu_ms_per_frame']['vision_encoder'] < 1000 / result['replay']['settings']['rate_hz'] * 2
     assert 'rag_monitor' in result['pipelines']['parallel']['peak_rss_mb']
     assert result['pipelines'] == result['replay']['pipelines']  # the headline is the camera-rate replay
     assert set(result['sim_loop']['layouts']['processes']) == {'flow_only', 'parallel'}
@@ -37,3 +40,20 @@ def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
     assert result['retrieval_ms']['2000']['p99'] > 0
     assert result['machine']['cores'] >= 1
     assert result['machine']['packages']['numpy'] == np.__version__  # what the numbers depend on besides the code
+
+
+def test_cpu_seconds_counts_this_process_and_is_none_for_a_finished_one():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from flow_rag_vla_ros.tools.bench import cpu_seconds
+    before = cpu_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # burn 0.2 s of CPU
+        pass
+    assert cpu_seconds(os.getpid()) - before >= 0.15
+    done = subprocess.Popen([sys.executable, '-c', 'pass'])
+    done.wait()
+    assert cpu_seconds(done.pid) is None

@@ -64,7 +64,8 @@ def limit_native_threads() -> dict[str, int]:
     unset. Why: their idle workers busy-wait after every call; in the monitor that spinning took the cores
     the vision and policy nodes needed (2-core VM: parallel-pipeline p99 46 -> 26 ms). Batch-1 work gains
     nothing from a second thread. ONNX Runtime and torch have their own `threads` parameter.
-    Returns {library: threads} as set."""
+    OpenMP's cap holds for the calling thread only (a new thread starts from OMP_NUM_THREADS or the core count):
+    call this in every thread that runs faiss or BLAS work. Returns {library: threads} as set."""
     from threadpoolctl import threadpool_info, threadpool_limits
     threads = int(os.environ.get('OMP_NUM_THREADS') or 1)
     threadpool_limits(threads)

@@ -24,7 +24,7 @@ from flow_rag_vla_ros.core.memory import MemoryConfig
 from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
 from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
 from flow_rag_vla_ros.nodes import qos
-from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
+from flow_rag_vla_ros.nodes.base import StackNode, limit_native_threads, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, episode_events, msg_to_chunk,
                                                 msg_to_command, msg_to_features, msg_to_proprio, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
@@ -170,6 +170,9 @@ class RagMonitorNode(StackNode):
             self.get_logger().warning(f'could not lower the retrieval thread priority ({priority}): {e!r}')
 
     def _work(self) -> None:
+        # OpenMP's thread count is per thread: main()'s cap does not reach this one, and without its own cap every
+        # faiss search here ran a two-thread team whose idle worker busy-waited between frames (13 % of a core)
+        limit_native_threads()
         self._lower_worker_priority()
         while self.running:
             item = self.slot.get(timeout=0.2)

@@ -125,3 +125,51 @@ def test_executed_commands_are_remembered_and_a_bad_one_is_rejected():
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+
+OPENMP_CHECK = """
+import os, time
+import numpy as np
+import rclpy
+from rclpy.parameter import Parameter
+from flow_rag_vla_ros.core.memory.cases import FailureCase
+from flow_rag_vla_ros.nodes.base import limit_native_threads
+from flow_rag_vla_ros.nodes.rag_monitor_node import RagMonitorNode
+
+rclpy.init()
+limit_native_threads()  # as main() does: caps the main thread only
+node = RagMonitorNode(parameter_overrides=[Parameter('worker_priority', value='normal')])
+rng = np.random.default_rng(0)
+for _ in range(50):  # a flat search over this many cases runs an OpenMP parallel region
+    e = rng.standard_normal(node.monitor.memory_config.dim).astype(np.float32)
+    node.monitor.memory.add(FailureCase(embedding=e / np.linalg.norm(e), failed_chunk=np.zeros((8, 4), np.float32),
+                                        failure_type='timeout'))
+node.language = np.full(384, 384 ** -0.5, np.float32)
+time.sleep(0.2)
+threads = len(os.listdir('/proc/self/task'))
+for stamp in (1, 2, 3):
+    node.slot.put((stamp, 'camera', rng.random((72, 112), np.float32), np.zeros(7, np.float32), None, 0))
+    deadline = time.monotonic() + 5
+    while stamp not in node.monitor._trace and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stamp in node.monitor._trace, 'the retrieval thread did not assess the frame'
+new = len(os.listdir('/proc/self/task')) - threads
+node.close()
+node.destroy_node()
+rclpy.shutdown()
+raise SystemExit(f'{new} threads started by the retrieval thread' if new else 0)
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='OpenMP starts no worker threads on one core')
+def test_retrieval_thread_starts_no_openmp_workers():
+    """The retrieval thread caps faiss's OpenMP team at one thread for itself: a new thread does not inherit the
+    main thread's cap, and the idle worker of a two-thread team busy-waits after every search, taking a core from
+    the vision and policy nodes (13 % of a core in the monitor at 20 Hz, 2-core VM). Run without OMP_NUM_THREADS,
+    which the test session sets and which would hide it, as on a robot."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    result = subprocess.run([sys.executable, '-c', OPENMP_CHECK], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import rclpy
@@ -10,10 +11,25 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.conversions import diagnostic
+from flow_rag_vla_ros.nodes.params import declare_config
 
 LATENCY_TOPIC = '/vla/latency'
+EXECUTORS = ('single_threaded', 'events')
+
+
+@dataclass
+class NodeProcessConfig:
+    executor: str = param('single_threaded', "executor when the node runs as its own process (main()): "
+                                             "single_threaded (rclpy's SingleThreadedExecutor) | events "
+                                             "(rclpy.experimental.EventsExecutor: less CPU per callback; a node "
+                                             "with its own Python threads keeps single_threaded). Composed "
+                                             "nodes share the launcher's executor")
+
+    def __post_init__(self):
+        require(self.executor in EXECUTORS, f'executor {self.executor!r} must be one of {EXECUTORS}')
 
 
 def now_ns() -> int:
@@ -24,8 +40,13 @@ def now_ns() -> int:
 class StackNode(Node):
     """A node that reports per-frame stage latency on /vla/latency and survives bad input."""
 
+    # EventsExecutor holds the GIL while it waits for work (rclpy 9.1): a node whose own threads run Python
+    # (the monitor's retrieval thread) would stall, so such a node sets this False and keeps single_threaded
+    events_executor_ok = True
+
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
+        self.process_config = declare_config(self, NodeProcessConfig)
         self._latency_pub = self.create_publisher(DiagnosticArray, LATENCY_TOPIC, qos.EVENTS)
         self.bad_inputs = 0
 
@@ -72,6 +93,27 @@ def limit_native_threads() -> dict[str, int]:
     return {info['internal_api']: info['num_threads'] for info in threadpool_info()}
 
 
+def spin(node: Node) -> None:
+    """Spin `node` on the executor its `executor` parameter names until the context shuts down."""
+    wanted = getattr(getattr(node, 'process_config', None), 'executor', 'single_threaded')
+    if wanted == 'events' and not getattr(node, 'events_executor_ok', True):
+        node.get_logger().warning('executor events: this node runs its own Python threads, which the '
+                                  'EventsExecutor would starve; using single_threaded')
+        wanted = 'single_threaded'
+    if wanted == 'single_threaded':
+        executor = SingleThreadedExecutor(context=node.context)
+        executor.add_node(node)
+        executor.spin()
+        return
+    from rclpy.experimental import EventsExecutor
+    executor = EventsExecutor(context=node.context)
+    executor.add_node(node)
+    # not executor.spin(): it does not return on SIGINT / SIGTERM (rclpy 9.1); a bounded wait lets the
+    # shutdown that rclpy's signal handler starts end the loop
+    while node.context.ok():
+        executor.spin_once(timeout_sec=0.1)
+
+
 def run_node(factory: Callable[[], Node], args=None, on_created: Callable[[Node], None] | None = None) -> None:
     """Standard main(): init, spin until Ctrl-C / SIGTERM, clean shutdown. `on_created(node)`: process-wide
     settings for a node running as its own process (not applied when nodes are composed)."""
@@ -82,9 +124,7 @@ def run_node(factory: Callable[[], Node], args=None, on_created: Callable[[Node]
         node.get_logger().debug(f'native thread pools: {limit_native_threads()}')
         if on_created is not None:
             on_created(node)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

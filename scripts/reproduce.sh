@@ -164,8 +164,38 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop17.json"  # bench_stop16.json, bench.json: earlier stops
-  # monitor priority: lockstep node graph (corrections in time) and camera-rate replay (policy-path p99), stop 17
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop18.json"  # bench_stop1[4-7].json, bench.json: earlier stops
+  # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
+  # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)
+  ROOT=$PWD; mkdir -p "$OUT/monitor_openmp_fix"
+  git worktree add -f /tmp/frv_before 034247b && git worktree add -f /tmp/frv_after 1eaed61
+  for i in 1 2; do for c in before after; do
+    (cd /tmp/frv_$c && "$ROOT/$FRV" bench --sections replay --pipelines parallel --checkpoint models/reach_v2 --frames 300 \
+        --set rag_monitor.worker_priority=normal --json "$ROOT/$OUT/monitor_openmp_fix/${c}_$i.json")
+  done; done
+  # stop 18, at 1eaed61 (all nodes single_threaded): monitor priority after the fix, replay (4 rounds, alternated) and
+  # lockstep (docs/results/worker_priority_ab_stop18)
+  W="$ROOT/$OUT/worker_priority_ab_stop18"; mkdir -p "$W"
+  (cd /tmp/frv_after
+   for i in 1 2 3 4; do for pr in idle_process normal; do
+     "$ROOT/$FRV" bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+         --set rag_monitor.worker_priority=$pr --json "$W/${pr}_$i.json"
+   done; done
+   for pr in idle_process normal; do
+     sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    worker_priority: $pr/" config/stack.yaml > "$W/p_$pr.yaml"
+     "$ROOT/$FRV" eval --task push --scenario heavy_cube --situations 5 --episodes 20 --seed 0 --checkpoint models/vla_v5 \
+         --pipelines parallel --params "$W/p_$pr.yaml" --json "$W/node_graph_heavy_cube_5sit_$pr.json"
+     rm -f "$W/p_$pr.yaml"
+   done)
+  git worktree remove --force /tmp/frv_before; git worktree remove --force /tmp/frv_after
+  # stop 18, executors, alternated (docs/results/executor_ab)
+  mkdir -p "$OUT/executor_ab"
+  for i in 1 2; do for e in single_threaded:single events:events; do
+    $FRV bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+        --set vision_encoder.executor=${e%:*} flow_policy.executor=${e%:*} action_merger.executor=${e%:*} \
+        --json "$OUT/executor_ab/${e#*:}_$i.json"
+  done; done
+  # stop 17 (before the OpenMP cap): monitor priority, lockstep node graph and camera-rate replay
   W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"
   for pr in idle_process normal nice; do
     sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    worker_priority: $pr/" config/stack.yaml > "$W/p_$pr.yaml"

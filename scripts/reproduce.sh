@@ -195,6 +195,18 @@ bench)
         --set vision_encoder.executor=${e%:*} flow_policy.executor=${e%:*} action_merger.executor=${e%:*} \
         --json "$OUT/executor_ab/${e#*:}_$i.json"
   done; done
+  # ... the sim in the loop, and the RAG revisit run through the node graph (parallel only; flow_only is deterministic)
+  for i in 1 2; do for e in single_threaded events; do
+    $FRV bench --sections stack --layouts processes --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+        --set vision_encoder.executor=$e flow_policy.executor=$e action_merger.executor=$e --json "$OUT/executor_ab/sim_${e}_$i.json"
+  done; done
+  for i in 1 2; do for e in single_threaded events; do
+    sed "s/executor: single_threaded/executor: $e/" config/stack.yaml > "$OUT/executor_ab/$e.yaml"
+    $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+        --pipelines parallel --params "$OUT/executor_ab/$e.yaml" --json "$OUT/executor_ab/node_graph_heavy_cube_seed0_${e}_$i.json"
+    rm -f "$OUT/executor_ab/$e.yaml"
+  done; done
+  # node_graph_heavy_cube_seed0_events_a668246.json: the rag_revisits node-graph command at commit a668246 (events default)
   # stop 17 (before the OpenMP cap): monitor priority, lockstep node graph and camera-rate replay
   W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"
   for pr in idle_process normal nice; do

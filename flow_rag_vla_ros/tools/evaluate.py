@@ -100,6 +100,8 @@ def evaluate(args) -> dict:
                                             if successes else None),
                 'action_frequency_hz': r['frame_rate_hz'], 'e2e_ms': r['e2e_ms'],
                 'e2e_samples_ms': r.get('e2e_samples_ms', []),
+                # per stage, through the node graph (empty in-process): which of chunk and correction comes first
+                'stage_ms': r.get('stage_ms', {}), 'since_frame_ms': r.get('since_frame_ms', {}),
                 'peak_rss_mb': r['peak_rss_mb'], 'corrections_used': r['corrections_used'],
                 'correction_verdicts': r.get('correction_verdicts', {}),
                 'per_episode': r['per_episode'],

@@ -24,9 +24,8 @@ EXECUTORS = ('single_threaded', 'events')
 class NodeProcessConfig:
     executor: str = param('single_threaded', "executor when the node runs as its own process (main()): "
                                              "single_threaded (rclpy's SingleThreadedExecutor) | events "
-                                             "(rclpy.experimental.EventsExecutor: less CPU per callback; a node "
-                                             "with its own Python threads keeps single_threaded). Composed "
-                                             "nodes share the launcher's executor")
+                                             "(rclpy.experimental.EventsExecutor: less CPU per callback). "
+                                             "Composed nodes share the launcher's executor")
 
     def __post_init__(self):
         require(self.executor in EXECUTORS, f'executor {self.executor!r} must be one of {EXECUTORS}')
@@ -39,10 +38,6 @@ def now_ns() -> int:
 
 class StackNode(Node):
     """A node that reports per-frame stage latency on /vla/latency and survives bad input."""
-
-    # EventsExecutor holds the GIL while it waits for work (rclpy 9.1): a node whose own threads run Python
-    # (the monitor's retrieval thread) would stall, so such a node sets this False and keeps single_threaded
-    events_executor_ok = True
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
@@ -96,10 +91,6 @@ def limit_native_threads() -> dict[str, int]:
 def spin(node: Node) -> None:
     """Spin `node` on the executor its `executor` parameter names until the context shuts down."""
     wanted = getattr(getattr(node, 'process_config', None), 'executor', 'single_threaded')
-    if wanted == 'events' and not getattr(node, 'events_executor_ok', True):
-        node.get_logger().warning('executor events: this node runs its own Python threads, which the '
-                                  'EventsExecutor would starve; using single_threaded')
-        wanted = 'single_threaded'
     if wanted == 'single_threaded':
         executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
@@ -108,8 +99,9 @@ def spin(node: Node) -> None:
     from rclpy.experimental import EventsExecutor
     executor = EventsExecutor(context=node.context)
     executor.add_node(node)
-    # not executor.spin(): it does not return on SIGINT / SIGTERM (rclpy 9.1); a bounded wait lets the
-    # shutdown that rclpy's signal handler starts end the loop
+    # not executor.spin(): in rclpy 9.1 it does not return on SIGINT / SIGTERM and holds the GIL while it waits
+    # (the monitor's retrieval thread would stall). spin_once releases it, and a bounded wait lets the shutdown
+    # that rclpy's signal handler starts end the loop
     while node.context.ok():
         executor.spin_once(timeout_sec=0.1)
 

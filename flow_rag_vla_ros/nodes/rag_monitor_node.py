@@ -80,8 +80,6 @@ class LatestSlot:
 
 
 class RagMonitorNode(StackNode):
-    events_executor_ok = False  # the retrieval thread runs Python
-
     def __init__(self, **kwargs):
         super().__init__('rag_monitor', **kwargs)
         self.topics = t = declare_config(self, RagMonitorTopicsConfig)

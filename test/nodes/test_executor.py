@@ -1,5 +1,5 @@
 """A node's own process spins on the executor its `executor` parameter names; with the EventsExecutor it still
-serves timers and subscriptions and stops cleanly on SIGINT and SIGTERM."""
+serves timers, subscriptions and the monitor's retrieval thread, and stops cleanly on SIGINT and SIGTERM."""
 import signal
 import time
 
@@ -10,7 +10,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from flow_rag_vla_ros.launcher import start_processes
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import NodeProcessConfig
-from flow_rag_vla_ros.nodes.conversions import key_values
+from flow_rag_vla_ros.nodes.conversions import features_to_msg, key_values, proprio_to_msg
 
 pytestmark = pytest.mark.ros
 
@@ -41,6 +41,44 @@ def test_events_executor_serves_the_merger_and_stops_on_a_signal(stop_signal):
         started = time.monotonic()
         assert merger.wait(timeout=5) == 0  # main() returned: not killed, no traceback exit code
         assert time.monotonic() - started < 2.0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        stack.stop()
+
+
+def test_events_executor_leaves_the_monitors_retrieval_thread_running():
+    """The monitor's verdicts come from its own thread: the executor must not hold the GIL while it waits."""
+    import numpy as np
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float32MultiArray
+    stack = start_processes(['rag_monitor'], overrides={'rag_monitor': {'executor': 'events'}})
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node('monitor_probe', context=ctx)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    assessed = []  # the retrieval thread reports a 'correction' latency record for every frame it assessed
+    node.create_subscription(DiagnosticArray, '/vla/latency', lambda msg: assessed.extend(
+        kv['stage'] for kv in map(key_values, msg.status) if kv.get('stage') == 'correction'), qos.EVENTS)
+    language = node.create_publisher(Float32MultiArray, '/vla/instruction_embedding', qos.LATCHED)
+    language.publish(Float32MultiArray(data=[384 ** -0.5] * 384))
+    ee_state = node.create_publisher(JointState, '/robot/ee_state', qos.SENSOR)
+    features = node.create_publisher(Image, '/vla/features', qos.SENSOR)
+    tokens = np.random.default_rng(0).random((72, 112), np.float32)
+    try:
+        deadline = time.monotonic() + 60
+        while len(assessed) < 3 and time.monotonic() < deadline:
+            stamp = time.time_ns()
+            ee_state.publish(proprio_to_msg(np.zeros(7, np.float32), stamp))
+            features.publish(features_to_msg(tokens, stamp, 'scene_camera'))
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.01)
+        assert len(assessed) >= 3, 'the monitor assessed no frame on the EventsExecutor'
+        monitor = stack.processes['rag_monitor']
+        monitor.send_signal(signal.SIGTERM)
+        assert monitor.wait(timeout=5) == 0
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)

@@ -207,6 +207,12 @@ bench)
     rm -f "$OUT/executor_ab/$e.yaml"
   done; done
   # node_graph_heavy_cube_seed0_events_a668246.json: the rag_revisits node-graph command at commit a668246 (events default)
+  # all four stack nodes, the monitor included, on one executor or the other (executor_ab/all_nodes_*)
+  for i in 1 2; do for e in single_threaded events; do
+    $FRV bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+        --set vision_encoder.executor=$e flow_policy.executor=$e action_merger.executor=$e rag_monitor.executor=$e \
+        --json "$OUT/executor_ab/all_nodes_${e}_$i.json"
+  done; done
   # stop 17 (before the OpenMP cap): monitor priority, lockstep node graph and camera-rate replay
   W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"
   for pr in idle_process normal nice; do

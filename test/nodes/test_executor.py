@@ -2,6 +2,7 @@
 serves timers, subscriptions and the monitor's retrieval thread, and stops cleanly on SIGINT and SIGTERM."""
 import signal
 import time
+from contextlib import contextmanager
 
 import pytest
 import rclpy
@@ -15,6 +16,28 @@ from flow_rag_vla_ros.nodes.conversions import features_to_msg, key_values, prop
 pytestmark = pytest.mark.ros
 
 
+@contextmanager
+def events_node_and_probe(name: str, stage: str, field: str):
+    """Node `name` as its own process on the EventsExecutor, and a probe node in this process that collects `field`
+    of every latency record of `stage`: yields (node process, probe node, probe executor, records)."""
+    stack = start_processes([name], overrides={name: {'executor': 'events'}})
+    ctx, node = rclpy.Context(), None
+    try:
+        rclpy.init(context=ctx)
+        node = rclpy.create_node(f'{name}_probe', context=ctx)
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        records = []
+        node.create_subscription(DiagnosticArray, '/vla/latency', lambda msg: records.extend(
+            kv[field] for kv in map(key_values, msg.status) if kv.get('stage') == stage), qos.EVENTS)
+        yield stack.processes[name], node, executor, records
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        stack.stop()
+
+
 def test_unknown_executor_is_refused():
     with pytest.raises(ValueError, match='executor'):
         NodeProcessConfig(executor='multi_threaded')
@@ -22,29 +45,16 @@ def test_unknown_executor_is_refused():
 
 @pytest.mark.parametrize('stop_signal', [signal.SIGTERM, signal.SIGINT])
 def test_events_executor_serves_the_merger_and_stops_on_a_signal(stop_signal):
-    stack = start_processes(['action_merger'], overrides={'action_merger': {'executor': 'events'}})
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node('executor_probe', context=ctx)
-    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    holds = []  # with no chunk, the merger's control timer publishes a hold every period
-    node.create_subscription(DiagnosticArray, '/vla/latency', lambda msg: holds.extend(
-        kv['state'] for kv in map(key_values, msg.status) if kv.get('stage') == 'command'), qos.EVENTS)
-    try:
+    # with no chunk, the merger's control timer publishes a hold every period
+    with events_node_and_probe('action_merger', 'command', 'state') as (merger, _, executor, holds):
         deadline = time.monotonic() + 60
         while len(holds) < 5 and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
         assert len(holds) >= 5 and set(holds) == {'hold_stale'}, holds
-        merger = stack.processes['action_merger']
         merger.send_signal(stop_signal)
         started = time.monotonic()
         assert merger.wait(timeout=5) == 0  # main() returned: not killed, no traceback exit code
         assert time.monotonic() - started < 2.0
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        stack.stop()
 
 
 def test_events_executor_leaves_the_monitors_retrieval_thread_running():
@@ -52,21 +62,13 @@ def test_events_executor_leaves_the_monitors_retrieval_thread_running():
     import numpy as np
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float32MultiArray
-    stack = start_processes(['rag_monitor'], overrides={'rag_monitor': {'executor': 'events'}})
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node('monitor_probe', context=ctx)
-    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    assessed = []  # the retrieval thread reports a 'correction' latency record for every frame it assessed
-    node.create_subscription(DiagnosticArray, '/vla/latency', lambda msg: assessed.extend(
-        kv['stage'] for kv in map(key_values, msg.status) if kv.get('stage') == 'correction'), qos.EVENTS)
-    language = node.create_publisher(Float32MultiArray, '/vla/instruction_embedding', qos.LATCHED)
-    language.publish(Float32MultiArray(data=[384 ** -0.5] * 384))
-    ee_state = node.create_publisher(JointState, '/robot/ee_state', qos.SENSOR)
-    features = node.create_publisher(Image, '/vla/features', qos.SENSOR)
-    tokens = np.random.default_rng(0).random((72, 112), np.float32)
-    try:
+    # the retrieval thread reports a 'correction' latency record for every frame it assessed
+    with events_node_and_probe('rag_monitor', 'correction', 'stage') as (monitor, node, executor, assessed):
+        language = node.create_publisher(Float32MultiArray, '/vla/instruction_embedding', qos.LATCHED)
+        language.publish(Float32MultiArray(data=[384 ** -0.5] * 384))
+        ee_state = node.create_publisher(JointState, '/robot/ee_state', qos.SENSOR)
+        features = node.create_publisher(Image, '/vla/features', qos.SENSOR)
+        tokens = np.random.default_rng(0).random((72, 112), np.float32)
         deadline = time.monotonic() + 60
         while len(assessed) < 3 and time.monotonic() < deadline:
             stamp = time.time_ns()
@@ -76,10 +78,5 @@ def test_events_executor_leaves_the_monitors_retrieval_thread_running():
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.01)
         assert len(assessed) >= 3, 'the monitor assessed no frame on the EventsExecutor'
-        monitor = stack.processes['rag_monitor']
         monitor.send_signal(signal.SIGTERM)
         assert monitor.wait(timeout=5) == 0
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        stack.stop()

@@ -127,7 +127,6 @@ def test_executed_commands_are_remembered_and_a_bad_one_is_rejected():
         rclpy.try_shutdown(context=context)
 
 
-
 OPENMP_CHECK = """
 import os, time
 import numpy as np

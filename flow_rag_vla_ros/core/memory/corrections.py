@@ -8,7 +8,8 @@ Preference order in `propose_correction(memory_hits, current_chunk)`:
    among the hits whose confidence is at least `min_case_confidence`: a case loses confidence with every
    episode that failed again after it matched, so a transform that keeps failing in its state stops being
    proposed there (without this gate a transform's confidence never learned from its outcomes). With
-   `escalation_per_failure` > 0, each failed try until then makes the next one stronger (`escalation`).
+   `escalation_per_failure` > 0, each failed try until then makes the next one stronger in the case's own state
+   (`escalation`).
 Correction.confidence = case confidence * similarity (stored) or `transform_confidence` * similarity (transform).
 Every output is clamped to [-1, 1]. Actions are `[dx, dy, dz, gripper]`; gripper < 0 closes (panda-gym).
 """
@@ -37,12 +38,17 @@ class CorrectionConfig:
     transform_confidence: float = param(0.5, 'confidence of a transform correction (times similarity)')
     min_case_confidence: float = param(0.2, 'cases below this confidence (episodes kept failing after they '
                                             'matched) propose no transform')
-    # off by default: at 1.0 the six revisit runs (README "RAG failure memory") gave 142 successes / 56
-    # repetitions against 139 / 61, but random Reach with shifted_camera 17 of 60 against 20 (flow_only 20)
-    escalation_per_failure: float = param(0.0, "a transform that failed in its state n times (the case's "
+    # revisit runs (README "RAG failure memory", six runs): off 139 successes / 61 repetitions; 1.0 applied at every
+    # match 142 / 56 but random Reach with shifted_camera 17 of 60 (20 off); 1.0 in the case's own state only
+    # (escalation_min_similarity 0.999) 141 / 56 and Reach 20 of 60
+    escalation_per_failure: float = param(1.0, "a transform that failed in its state n times (the case's "
                                                'corrected_failure) is applied with strength 1 + n * this '
                                                '(correct_chunk); 0 = always the same transform')
     max_escalation: float = param(3.0, 'cap on that strength factor')
+    # a case's failed tries say something about the state they were made in, not about a look-alike state of
+    # another situation (random Reach with shifted_camera lost 3 of 60 episodes to ungated escalation)
+    escalation_min_similarity: float = param(0.999, 'escalate only where the state is at least this similar to '
+                                                    "the case's own (a revisit of it); elsewhere strength 1")
 
     def __post_init__(self):
         require(self.grasp_close_earlier_steps >= 0, 'grasp_close_earlier_steps must be >= 0')
@@ -52,6 +58,7 @@ class CorrectionConfig:
                 'escalation_per_failure >= 0, max_escalation >= 1')
         require(all(0 <= v <= 1 for v in (self.min_stored_confidence, self.transform_confidence,
                                            self.min_case_confidence)), 'confidences must be in [0, 1]')
+        require(0 <= self.escalation_min_similarity <= 1, 'escalation_min_similarity must be in [0, 1]')
 
 
 @dataclass
@@ -96,9 +103,12 @@ def correct_chunk(chunk: np.ndarray, failure_type: str, config: CorrectionConfig
     return np.clip(out, -1.0, 1.0)
 
 
-def escalation(case: FailureCase, config: CorrectionConfig) -> float:
-    """How much stronger than configured a transform is applied in this case's state: each episode that failed
-    again after the case matched (the same transform tried, the same failure) adds `escalation_per_failure`."""
+def escalation(case: FailureCase, similarity: float, config: CorrectionConfig) -> float:
+    """How much stronger than configured a transform is applied in a state `similarity`-like this case's: in the
+    case's own state (similarity >= `escalation_min_similarity`), each episode that failed again after the case
+    matched (the same transform tried, the same failure) adds `escalation_per_failure`; elsewhere 1."""
+    if similarity < config.escalation_min_similarity:
+        return 1.0
     return min(1.0 + config.escalation_per_failure * case.corrected_failure, config.max_escalation)
 
 
@@ -119,7 +129,7 @@ def propose_correction(memory_hits: Sequence[tuple[FailureCase, float]], current
         if not trusted:
             return None
         case, sim = max(trusted, key=lambda h: h[1])
-        chunk = correct_chunk(current_chunk, case.failure_type, c, escalation(case, c))
+        chunk = correct_chunk(current_chunk, case.failure_type, c, escalation(case, sim, c))
         conf, source = c.transform_confidence * max(sim, 0.0), 'transform'
     return Correction(chunk=chunk, confidence=float(np.clip(conf, 0.0, 1.0)), failure_type=case.failure_type,
                       case_id=int(case.id), similarity=float(sim), source=source)

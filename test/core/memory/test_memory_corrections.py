@@ -74,14 +74,14 @@ def test_transform_escalates_with_each_failure_after_it_was_tried():
     deltas = []
     for failures in range(4):
         tried.corrected_failure = failures
-        p = propose_correction([(tried, 0.99)], c, config)
+        p = propose_correction([(tried, 0.9995)], c, config)  # a revisit of the case's state
         deltas.append(p.chunk[:, 2] - c[:, 2])  # collision: dz + 0.3 per unit of strength
     assert np.allclose(deltas[0], 0.3) and np.allclose(deltas[1], 0.6) and np.allclose(deltas[2], 0.9)
     assert np.allclose(deltas[3], 0.9)  # capped at max_escalation, and never outside [-1, 1]
     tried.corrected_failure = 1
     off = CorrectionConfig(escalation_per_failure=0.0)
-    assert np.allclose(propose_correction([(tried, 0.99)], c, off).chunk, correct_chunk(c, 'collision'))
-    assert np.allclose(propose_correction([(tried, 0.99)], c, config).chunk[:, 0], 0.8 * 0.6 ** 2)  # xy scale, twice
+    assert np.allclose(propose_correction([(tried, 0.9995)], c, off).chunk, correct_chunk(c, 'collision'))
+    assert np.allclose(propose_correction([(tried, 0.9995)], c, config).chunk[:, 0], 0.8 * 0.6 ** 2)  # xy scale, twice
     for strength in (2.0, 3.0):  # a slow-down applied n times is the scale to the n-th power, never a reversal
         slower = correct_chunk(c, 'misalignment', strength=strength)
         assert np.allclose(slower[:, :3], c[:, :3] * 0.5 ** strength)
@@ -89,6 +89,21 @@ def test_transform_escalates_with_each_failure_after_it_was_tried():
     assert np.all(earlier[1:, 3] == -1.0) and earlier[0, 3] == 1.0 and np.isclose(earlier[0, 2], -0.9)
     with pytest.raises(ValueError):
         CorrectionConfig(max_escalation=0.5)
+    with pytest.raises(ValueError):
+        CorrectionConfig(escalation_min_similarity=1.5)
+
+
+def test_transform_escalates_only_in_the_state_where_it_failed():
+    c = chunk()
+    tried = _case(1, 'collision')
+    tried.corrected_failure = 2
+    config = CorrectionConfig(escalation_per_failure=1.0, escalation_min_similarity=0.999)
+    look_alike = propose_correction([(tried, 0.99)], c, config)  # another situation's state, matched at 0.99
+    assert np.allclose(look_alike.chunk, correct_chunk(c, 'collision'))  # strength 1
+    revisit = propose_correction([(tried, 0.9995)], c, config)
+    assert np.allclose(revisit.chunk, correct_chunk(c, 'collision', strength=3.0))
+    ungated = CorrectionConfig(escalation_per_failure=1.0, escalation_min_similarity=0.0)
+    assert np.allclose(propose_correction([(tried, 0.99)], c, ungated).chunk, revisit.chunk)
 
 
 def test_state_embedding_is_deterministic_unit_and_sized():

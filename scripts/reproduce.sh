@@ -88,14 +88,24 @@ results|all)
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
-  # issue 4, revisit protocol: 10 situations, each met 4 times (docs/results/rag_revisits)
-  mkdir -p "$OUT/rag_revisits"
+  # issue 4, revisit protocol: 10 situations, each met 4 times (docs/results/rag_revisits: made at stop 17, when
+  # transform escalation was off by default; the params file below turns it off at HEAD)
+  mkdir -p "$OUT/rag_revisits/escalation_gated"
+  sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    escalation_per_failure: 0.0/" config/stack.yaml \
+      > "$OUT/rag_revisits/escalation_off.yaml"
   for scenario in heavy_cube slippery_zone external_push; do
     for seed in 0 100; do
       $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
-          --checkpoint models/vla_v5 --pipelines flow_only parallel --json "$OUT/rag_revisits/${scenario}_seed$seed.json"
+          --checkpoint models/vla_v5 --pipelines flow_only parallel --params "$OUT/rag_revisits/escalation_off.yaml" \
+          --json "$OUT/rag_revisits/${scenario}_seed$seed.json"
+      # stop 19, the defaults (escalation in the case's own state only); flow_only does not use the memory
+      $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+          --checkpoint models/vla_v5 --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/${scenario}_seed$seed.json"
     done
   done
+  $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
+      --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/reach_shifted_camera_random.json"
+  rm -f "$OUT/rag_revisits/escalation_off.yaml"
   # the same through the ROS 2 node graph (lockstep), one of them
   $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
       --pipelines flow_only parallel sequential --json "$OUT/rag_revisits/node_graph_heavy_cube_seed0.json"
@@ -188,30 +198,45 @@ bench)
      rm -f "$W/p_$pr.yaml"
    done)
   git worktree remove --force /tmp/frv_before; git worktree remove --force /tmp/frv_after
-  # stop 18, executors, alternated (docs/results/executor_ab)
-  mkdir -p "$OUT/executor_ab"
-  for i in 1 2; do for e in single_threaded:single events:events; do
-    $FRV bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
-        --set vision_encoder.executor=${e%:*} flow_policy.executor=${e%:*} action_merger.executor=${e%:*} \
-        --json "$OUT/executor_ab/${e#*:}_$i.json"
-  done; done
-  # ... the sim in the loop, and the RAG revisit run through the node graph (parallel only; flow_only is deterministic)
-  for i in 1 2; do for e in single_threaded events; do
-    $FRV bench --sections stack --layouts processes --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
-        --set vision_encoder.executor=$e flow_policy.executor=$e action_merger.executor=$e --json "$OUT/executor_ab/sim_${e}_$i.json"
-  done; done
-  for i in 1 2; do for e in single_threaded events; do
-    sed "s/executor: single_threaded/executor: $e/" config/stack.yaml > "$OUT/executor_ab/$e.yaml"
+  # stop 18, executors, alternated (docs/results/executor_ab), at the stop-18 commit dc192c2, whose stack.yaml
+  # still had single_threaded defaults (the seds below rely on them)
+  git worktree add -f /tmp/frv_stop18 dc192c2
+  (cd /tmp/frv_stop18
+    mkdir -p "$ROOT/$OUT/executor_ab"
+    for i in 1 2; do for e in single_threaded:single events:events; do
+      "$ROOT/$FRV" bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+          --set vision_encoder.executor=${e%:*} flow_policy.executor=${e%:*} action_merger.executor=${e%:*} \
+          --json "$ROOT/$OUT/executor_ab/${e#*:}_$i.json"
+    done; done
+    # ... the sim in the loop, and the RAG revisit run through the node graph (parallel only; flow_only is deterministic)
+    for i in 1 2; do for e in single_threaded events; do
+      "$ROOT/$FRV" bench --sections stack --layouts processes --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+          --set vision_encoder.executor=$e flow_policy.executor=$e action_merger.executor=$e --json "$ROOT/$OUT/executor_ab/sim_${e}_$i.json"
+    done; done
+    for i in 1 2; do for e in single_threaded events; do
+      sed "s/executor: single_threaded/executor: $e/" config/stack.yaml > "$ROOT/$OUT/executor_ab/$e.yaml"
+      "$ROOT/$FRV" eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+          --pipelines parallel --params "$ROOT/$OUT/executor_ab/$e.yaml" --json "$ROOT/$OUT/executor_ab/node_graph_heavy_cube_seed0_${e}_$i.json"
+      rm -f "$ROOT/$OUT/executor_ab/$e.yaml"
+    done; done
+    # node_graph_heavy_cube_seed0_events_a668246.json: the rag_revisits node-graph command at commit a668246 (events default)
+    # all four stack nodes, the monitor included, on one executor or the other (executor_ab/all_nodes_*)
+    for i in 1 2; do for e in single_threaded events; do
+      "$ROOT/$FRV" bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+          --set vision_encoder.executor=$e flow_policy.executor=$e action_merger.executor=$e rag_monitor.executor=$e \
+          --json "$ROOT/$OUT/executor_ab/all_nodes_${e}_$i.json"
+    done; done)
+  git worktree remove --force /tmp/frv_stop18
+  # stop 19: all four stack nodes on each executor, the RAG revisit run through the node graph, alternated
+  # (executor_ab/node_graph_all_nodes_*; the YAML is stack.yaml with every stack node's executor set, and transform
+  # escalation off, as it was when these ran)
+  for i in 1 2 3; do for e in events single_threaded; do
+    sed -E -e "/^sim:/,/^vision_encoder:/! s/executor: [a-z_]+/executor: $e/" \
+        -e "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    escalation_per_failure: 0.0/" \
+        config/stack.yaml > "$OUT/executor_ab/$e.yaml"
     $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
-        --pipelines parallel --params "$OUT/executor_ab/$e.yaml" --json "$OUT/executor_ab/node_graph_heavy_cube_seed0_${e}_$i.json"
+        --pipelines parallel --params "$OUT/executor_ab/$e.yaml" --json "$OUT/executor_ab/node_graph_all_nodes_${e}_$i.json"
     rm -f "$OUT/executor_ab/$e.yaml"
-  done; done
-  # node_graph_heavy_cube_seed0_events_a668246.json: the rag_revisits node-graph command at commit a668246 (events default)
-  # all four stack nodes, the monitor included, on one executor or the other (executor_ab/all_nodes_*)
-  for i in 1 2; do for e in single_threaded events; do
-    $FRV bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
-        --set vision_encoder.executor=$e flow_policy.executor=$e action_merger.executor=$e rag_monitor.executor=$e \
-        --json "$OUT/executor_ab/all_nodes_${e}_$i.json"
   done; done
   # stop 17 (before the OpenMP cap): monitor priority, lockstep node graph and camera-rate replay
   W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"

@@ -22,10 +22,11 @@ EXECUTORS = ('single_threaded', 'events')
 
 @dataclass
 class NodeProcessConfig:
-    executor: str = param('single_threaded', "executor when the node runs as its own process (main()): "
-                                             "single_threaded (rclpy's SingleThreadedExecutor) | events "
-                                             "(rclpy.experimental.EventsExecutor: less CPU per callback). "
-                                             "Composed nodes share the launcher's executor")
+    # events: ~0.3 ms less CPU per callback (the SingleThreadedExecutor rebuilds its wait set in Python on every
+    # wake-up); on the 2-core VM the monitor's verdict then beats the chunk (README "Latency", "RAG")
+    executor: str = param('events', "executor when the node runs as its own process (main()): events "
+                                    "(rclpy.experimental.EventsExecutor, C++) | single_threaded (rclpy's "
+                                    "SingleThreadedExecutor). Composed nodes share the launcher's executor")
 
     def __post_init__(self):
         require(self.executor in EXECUTORS, f'executor {self.executor!r} must be one of {EXECUTORS}')
@@ -90,7 +91,7 @@ def limit_native_threads() -> dict[str, int]:
 
 def spin(node: Node) -> None:
     """Spin `node` on the executor its `executor` parameter names until the context shuts down."""
-    wanted = getattr(getattr(node, 'process_config', None), 'executor', 'single_threaded')
+    wanted = getattr(getattr(node, 'process_config', None), 'executor', 'events')
     if wanted == 'single_threaded':
         executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)

@@ -9,6 +9,7 @@ the latency budget starts at the frame's stamp.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,10 @@ class SimNode(StackNode):
         self.sim_config = declare_config(self, SimConfig)
         require(self.sim_config.render, 'the sim node publishes camera frames: render must be true')
         self.env = PandaEnv(self.sim_config)
+        # held by every callback that touches PyBullet and by close(): a timer still running in an executor
+        # thread when the run ends must not step a disconnected physics server
+        self._physics = threading.Lock()
+        self.closed = False
         self.image_pub = self.create_publisher(Image, cfg.image_topic, qos.SENSOR)
         self.info_pub = self.create_publisher(CameraInfo, cfg.camera_info_topic, qos.SENSOR)
         self.state_pub = self.create_publisher(JointState, cfg.ee_state_topic, qos.SENSOR)
@@ -181,11 +186,18 @@ class SimNode(StackNode):
 
     # -- callbacks ------------------------------------------------------------------------------
     def on_restart_ack(self, msg: DiagnosticArray) -> None:
-        if self.awaiting_restart is not None and stamp_to_ns(msg.header.stamp) == self.awaiting_restart[0]:
-            self.awaiting_restart = None
-            self._publish_frame()
+        with self._physics:
+            if (not self.closed and self.awaiting_restart is not None
+                    and stamp_to_ns(msg.header.stamp) == self.awaiting_restart[0]):
+                self.awaiting_restart = None
+                self._publish_frame()
 
     def on_command(self, msg: JointState) -> None:
+        with self._physics:
+            if not self.closed:
+                self._on_command(msg)
+
+    def _on_command(self, msg: JointState) -> None:
         action = self.parse('command', msg_to_command, msg)
         if action is None or self.awaiting_restart is not None:
             return  # between episodes: the previous frame's (repeated) command must not step the new one
@@ -207,6 +219,11 @@ class SimNode(StackNode):
         self._start_episode()
 
     def on_timer(self) -> None:
+        with self._physics:
+            if not self.closed:
+                self._on_timer()
+
+    def _on_timer(self) -> None:
         if self.finished:
             return
         t = now_ns()
@@ -250,7 +267,10 @@ class SimNode(StackNode):
                 self._apply(None)
 
     def close(self) -> None:
-        self.env.close()
+        with self._physics:
+            if not self.closed:
+                self.closed = True
+                self.env.close()
 
 
 def main(args=None):

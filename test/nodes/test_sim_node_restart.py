@@ -101,3 +101,14 @@ def test_start_event_carries_the_stamp_that_is_acknowledged(make_sim):
     (event,) = events
     assert event.status[0].name == EPISODE_STATUS and event.status[0].message == 'start'
     assert event.header.stamp.sec * 10**9 + event.header.stamp.nanosec == start == sim.awaiting_restart[0]
+
+
+def test_callbacks_after_close_leave_the_disconnected_physics_alone(make_sim):
+    # a run ends by closing the sim while an executor thread may still deliver its timer or a command
+    sim = make_sim(clock_mode='realtime')
+    stamp = sim.frame_stamp_ns
+    sim.close()
+    sim.on_timer()  # would render the warm-up frame again
+    sim.on_command(command_to_msg(np.zeros(4, np.float32), stamp, 'scene_camera'))
+    sim.on_timer()  # with a command in hand it would reset the env and start an episode
+    assert sim.closed and sim.episode < 0

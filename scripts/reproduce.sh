@@ -105,10 +105,24 @@ results|all)
   done
   $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/reach_shifted_camera_random.json"
+  for scenario in heavy_cube slippery_zone external_push; do  # random situations, as rag_push_*.json
+    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+        --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/rag_push_${scenario}_random.json"
+  done
   rm -f "$OUT/rag_revisits/escalation_off.yaml"
   # the same through the ROS 2 node graph (lockstep), one of them
   $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
       --pipelines flow_only parallel sequential --json "$OUT/rag_revisits/node_graph_heavy_cube_seed0.json"
+  # stop 19, all six through the node graph at the defaults (EventsExecutor, escalation in the case's own state):
+  # parallel only, flow_only once (it matches in-process episode for episode) (rag_revisits/node_graph_stop19)
+  mkdir -p "$OUT/rag_revisits/node_graph_stop19"
+  for scenario in heavy_cube slippery_zone external_push; do
+    for seed in 0 100; do
+      P=parallel; [ "$scenario:$seed" = heavy_cube:0 ] && P="flow_only parallel"
+      $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed --checkpoint models/vla_v5 \
+          --pipelines $P --json "$OUT/rag_revisits/node_graph_stop19/${scenario}_seed$seed.json"
+    done
+  done
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks
@@ -174,7 +188,7 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop18.json"  # bench_stop1[4-7].json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop19.json"  # bench_stop1[4-8].json, bench.json: earlier stops
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)
   ROOT=$PWD; mkdir -p "$OUT/monitor_openmp_fix"

@@ -123,6 +123,15 @@ results|all)
           --pipelines $P --json "$OUT/rag_revisits/node_graph_stop19/${scenario}_seed$seed.json"
     done
   done
+  # ... and heavy_cube 0-9 with escalation off / on (the defaults), alternated (rag_revisits/node_graph_escalation_ab)
+  A="$OUT/rag_revisits/node_graph_escalation_ab"; mkdir -p "$A"
+  sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    escalation_per_failure: 0.0/" config/stack.yaml > "$A/off.yaml"
+  cp config/stack.yaml "$A/on.yaml"
+  for i in 1 2 3; do for v in off on; do
+    $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+        --pipelines parallel --params "$A/$v.yaml" --json "$A/${v}_$i.json"
+  done; done
+  rm -f "$A/off.yaml" "$A/on.yaml"
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks

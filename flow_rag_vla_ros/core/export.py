@@ -117,7 +117,8 @@ def drop_empty_trailing_inputs(model_bytes: bytes) -> bytes:
     Why: torch exports F.pad as `Pad(x, pads, '')`; ONNX Runtime's PadFusion will not fold such a Pad into
     the following Conv (it reads the empty name as a non-constant constant_value), so each TF-'same'
     padded EfficientNet conv kept a Pad plus two layout reorders around it. Without the '' all 12 fold:
-    vision.onnx went from 2.1x to 2.9-3.1x faster than torch on this CPU (README "Latency"), same output.
+    vision.onnx went from 2.1x to 2.9-3.1x faster than torch on this CPU (docs/results/LATENCY_HISTORY.md),
+    same output.
     """
     import onnx
     model = onnx.load_from_string(model_bytes)

@@ -216,7 +216,7 @@ def idle_whole_process(node: RagMonitorNode) -> None:
     Not done in a composed process, where those threads also serve the policy path.
     Why: with only the retrieval thread idle, the callbacks that receive and unpack every frame's features
     still competed with the vision and policy nodes (2-core VM, 3 alternated runs each, parallel p99 above
-    flow_only: +1.9 / +8.9 / +6.2 ms idle, -0.4 / +3.9 / +1.3 ms idle_process; README "Latency")."""
+    flow_only: +1.9 / +8.9 / +6.2 ms idle, -0.4 / +3.9 / +1.3 ms idle_process; docs/results/LATENCY_HISTORY.md)."""
     if node.topics.mode != 'parallel' or node.topics.worker_priority != 'idle_process':
         return
     try:

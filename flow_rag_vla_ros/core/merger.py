@@ -6,10 +6,12 @@ its source stamp is the chunk's frame stamp or newer, it arrived no later than i
 `MergeRecord` saying what was used, and every command carries the record of its newest source chunk.
 
 Emission rules (`ActionMerger`; all times are nanoseconds passed in by the caller):
-- parallel pipeline (wait_for_correction=False): `on_chunk` never waits. It merges with the newest
-  correction already received and returns the command for the current slot at once. A correction that
-  arrives later, within its deadline, is blended into the newest chunk's queued actions (the first accepted
-  correction of a chunk wins); `on_correction` returns None and the following ticks carry it.
+- parallel pipeline (wait_for_correction=False): `on_chunk` does not wait (but see alarm_wait_ms). It merges
+  with the newest correction already received and returns the command for the current slot at once. A
+  correction that arrives later, within its deadline, is blended into the newest chunk's queued actions (the
+  first accepted correction of a chunk wins); `on_correction` returns None and the following ticks carry it.
+  With alarm_wait_ms > 0, a chunk whose previous frame had a usable correction (the monitor is flagging a
+  risk) waits like a sequential one, but only until its frame stamp + alarm_wait_ms.
 - sequential pipeline (wait_for_correction=True): `on_chunk` returns None while it waits for a correction of
   that frame (or a newer one); the correction's `on_correction` returns the command, or the first `tick` at
   or after frame stamp + deadline returns it (merged without the correction). A chunk that arrives after its
@@ -77,6 +79,11 @@ class MergerConfig:
     refill_fraction: float = param(0.5, 'needs_inference() when fewer than this fraction of H actions remain')
     wait_for_correction: bool = param(False, 'sequential pipeline: hold a chunk back until its correction or '
                                              'its deadline')
+    # risk comes in streaks (consecutive states match past failures): while the monitor is flagging one, its
+    # verdict for the next frame is likely a correction too, and a few ms late it would miss that frame
+    alarm_wait_ms: float = param(20.0, 'parallel pipeline: when the previous frame had a correction at or above '
+                                      'confidence_threshold, hold the next chunk back until its own correction '
+                                      'or its frame stamp + this; 0 = never wait')
     gripper_hold_value: float = param(0.0, 'gripper command of a hold before any command was issued '
                                            '(afterwards a hold keeps the last gripper command)')
     clock: str = param('time', 'time: actions indexed by wall time since the frame stamp (robot, realtime '
@@ -84,6 +91,7 @@ class MergerConfig:
 
     def __post_init__(self):
         require(self.deadline_ms > 0, f'deadline_ms must be > 0, got {self.deadline_ms}')
+        require(0.0 <= self.alarm_wait_ms <= self.deadline_ms, 'alarm_wait_ms must be in [0, deadline_ms]')
         require(0.0 <= self.correction_weight <= 1.0, 'correction_weight must be in [0, 1]')
         require(0.0 <= self.stored_correction_weight <= 1.0, 'stored_correction_weight must be in [0, 1]')
         require(0.0 <= self.replay_correction_weight <= 1.0, 'replay_correction_weight must be in [0, 1]')
@@ -199,6 +207,7 @@ class ActionMerger:
         self.flows: dict[int, np.ndarray] = {}  # frame stamp -> flow chunk as received (for late corrections)
         self.records: dict[int, MergeRecord] = {}
         self.pending: tuple[int, np.ndarray, int] | None = None  # (stamp, flow, exec start) awaiting correction
+        self.pending_until_ns = 0  # when `tick` releases the pending chunk without its correction
         self.newest_stamp: int | None = None
         self.last_accepted: int | None = None
         self.last_valid_arrival_ns: int | None = None
@@ -225,6 +234,7 @@ class ActionMerger:
     # -- inputs -------------------------------------------------------------------------------------
     def on_chunk(self, frame_stamp_ns: int, chunk, now_ns: int) -> Command | None:
         self.counts['chunks'] += 1
+        previous_stamp = self.newest_stamp
         if self.newest_stamp is not None and frame_stamp_ns < self.newest_stamp:
             self.counts['dropped_out_of_order'] += 1
             return None
@@ -248,8 +258,9 @@ class ActionMerger:
         self.last_valid_arrival_ns = now_ns
         flow = np.asarray(chunk, dtype=np.float64)
         covered = self.correction is not None and self.correction.source_stamp_ns >= frame_stamp_ns
-        if self.config.wait_for_correction and not covered and now_ns < frame_stamp_ns + self.deadline_ns:
-            self.pending = (frame_stamp_ns, flow, start_ns)
+        wait_ns = self._wait_ns(previous_stamp)
+        if wait_ns and not covered and now_ns < frame_stamp_ns + wait_ns:
+            self.pending, self.pending_until_ns = (frame_stamp_ns, flow, start_ns), frame_stamp_ns + wait_ns
             return None
         self.pending = None
         return self._accept(frame_stamp_ns, flow, start_ns, now_ns)
@@ -274,7 +285,7 @@ class ActionMerger:
         return None
 
     def tick(self, now_ns: int) -> Command | None:
-        if self.pending is not None and now_ns >= self.pending[0] + self.deadline_ns:
+        if self.pending is not None and now_ns >= self.pending_until_ns:
             pending, self.pending = self.pending, None
             return self._accept(*pending, now_ns)
         if self.config.clock == 'frames':
@@ -317,9 +328,19 @@ class ActionMerger:
 
     def pending_deadline_ns(self) -> int | None:
         """When the chunk held back for its correction will be released by `tick` (None: nothing waits)."""
-        return None if self.pending is None else self.pending[0] + self.deadline_ns
+        return None if self.pending is None else self.pending_until_ns
 
     # -- internals ----------------------------------------------------------------------------------
+    def _wait_ns(self, previous_stamp_ns: int | None) -> int:
+        """How long after its frame stamp a new chunk may wait for its correction: the deadline (sequential),
+        alarm_wait_ms while the previous frame had a usable correction (parallel), else 0."""
+        if self.config.wait_for_correction:
+            return self.deadline_ns
+        c = self.correction
+        alarming = (c is not None and previous_stamp_ns is not None and c.source_stamp_ns >= previous_stamp_ns
+                    and c.confidence >= self.config.confidence_threshold and bool(c.failure_type))
+        return round(self.config.alarm_wait_ms * 1e6) if alarming else 0
+
     def _accept(self, stamp_ns: int, flow: np.ndarray, start_ns: int, now_ns: int, emit: bool = True
                 ) -> Command | None:
         actions, record = merge_chunk(stamp_ns, flow, self.correction, self.config)

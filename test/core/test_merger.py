@@ -124,7 +124,7 @@ def test_correction_after_the_chunk_revises_the_queued_actions():
 def test_a_late_replay_is_executed_as_is_while_the_next_chunk_waits_for_its_own(pin):
     """Replays (commands that once succeeded) arrive after their frame's chunk in the node graph: pinned, the
     next frame's flow chunk does not blend into them."""
-    m = merger(clock='frames', pin_replays=pin, **FREE)
+    m = merger(clock='frames', pin_replays=pin, alarm_wait_ms=0.0, **FREE)  # the next chunk does not wait
     m.on_chunk(S, const(0.5), S + 10 * MS)
     replay = np.repeat(np.linspace(-0.1, -0.8, 8)[:, None], 4, axis=1)  # (8, 4): action i is -0.1 * (i + 1)
     m.on_correction(S, corr(replay, 0.95, source='replay'), S + 20 * MS)
@@ -176,6 +176,48 @@ def test_wait_mode_does_not_wait_when_it_cannot_help():
     m.on_correction(S + DT, corr(const(-0.5)), S + DT + 5 * MS)
     cmd = m.on_chunk(S + DT, const(0.5), S + DT + 10 * MS)  # its correction is already here
     assert cmd.record.used_correction
+
+
+# -- parallel pipeline with alarm_wait_ms: wait for the correction while a risk is being flagged -----------
+def _alarmed(**kwargs) -> ActionMerger:
+    """A parallel merger whose frame S had a usable correction (in time); frame S + DT comes next."""
+    m = merger(alarm_wait_ms=20.0, **FREE, **kwargs)
+    m.on_correction(S, corr(const(-0.5)), S + 5 * MS)
+    assert m.on_chunk(S, const(0.5), S + 10 * MS).record.used_correction
+    return m
+
+
+def test_after_an_alarm_the_next_chunk_waits_for_its_own_correction():
+    m = _alarmed()
+    assert m.on_chunk(S + DT, const(0.5), S + DT + 10 * MS) is None
+    assert m.pending_deadline_ns() == S + DT + 20 * MS
+    cmd = m.on_correction(S + DT, corr(const(-0.5)), S + DT + 13 * MS)
+    assert (cmd.state, cmd.source_stamp_ns, cmd.record.used_correction) == ('ok', S + DT, True)
+
+
+def test_after_an_alarm_a_chunk_without_correction_goes_at_frame_stamp_plus_the_wait():
+    m = _alarmed()
+    assert m.on_chunk(S + DT, const(0.5), S + DT + 10 * MS) is None
+    assert m.tick(S + DT + 20 * MS - 1).record.frame_stamp_ns == S  # still the previous frame's queue
+    cmd = m.tick(S + DT + 20 * MS)
+    assert (cmd.source_stamp_ns, cmd.record.used_correction, cmd.record.reason) == (S + DT, False, 'stale')
+
+
+def test_no_wait_without_a_usable_correction_on_the_previous_frame_or_with_the_wait_off():
+    m = merger(alarm_wait_ms=20.0, **FREE)
+    assert m.on_chunk(S, const(0.5), S + 10 * MS).state == 'ok'  # nothing flagged: emitted at once
+    m.on_correction(S, corr(const(-0.5), confidence=0.5), S + 12 * MS)  # below the threshold: no alarm
+    assert m.on_chunk(S + DT, const(0.5), S + DT + 10 * MS).state == 'ok'
+    ended = _alarmed()
+    assert ended.on_chunk(S + DT, const(0.5), S + DT + 10 * MS) is None
+    assert ended.tick(S + DT + 20 * MS).source_stamp_ns == S + DT  # no correction came: the streak ended
+    assert ended.on_chunk(S + 2 * DT, const(0.5), S + 2 * DT + 10 * MS).state == 'ok'  # so this one goes at once
+    off = merger(alarm_wait_ms=0.0, **FREE)
+    off.on_correction(S, corr(const(-0.5)), S + 5 * MS)
+    off.on_chunk(S, const(0.5), S + 10 * MS)
+    assert off.on_chunk(S + DT, const(0.5), S + DT + 10 * MS).state == 'ok'  # 0: never waits
+    with pytest.raises(ValueError, match='alarm_wait_ms'):
+        MergerConfig(alarm_wait_ms=30.0)  # past the 25 ms deadline
 
 
 # -- safety -----------------------------------------------------------------------------------------------

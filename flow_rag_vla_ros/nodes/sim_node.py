@@ -104,6 +104,7 @@ class SimNode(StackNode):
         self.started_ns = now_ns()
         self.start_gate = None  # callable: the first episode waits until it returns True (set by a runner)
         self.obs = self.env.reset(seed=self.sim_config.seed)
+        self.instruction_sent_ns = 0
         self._publish_instruction(self.obs.instruction)
         period = 1.0 / cfg.rate_hz if cfg.clock_mode == 'realtime' else 0.05
         self.timer = self.create_timer(period, self.on_timer)
@@ -112,6 +113,14 @@ class SimNode(StackNode):
     # -- frames ---------------------------------------------------------------------------------
     def _publish_instruction(self, text: str) -> None:
         self.instruction_pub.publish(String(data=text))
+        self.instruction_sent_ns = now_ns()
+
+    def _resend_instruction_while_warming_up(self, t: int) -> None:
+        """A latched sample can miss a subscriber that is still starting (seen once in ~20 bench runs: the
+        vision encoder never got it, so the policy waited for the embedding forever); the stack cannot answer
+        the warm-up frame without it, so say it again every 0.5 s until it does."""
+        if (t - self.instruction_sent_ns) / 1e9 > 0.5:
+            self._publish_instruction(self.obs.instruction)
 
     def _publish_frame(self) -> None:
         """Stamp after rendering: the budget starts when the frame exists."""
@@ -232,6 +241,7 @@ class SimNode(StackNode):
                 if self.last_command is not None and (self.start_gate is None or self.start_gate()):
                     self._start_episode()
                 else:
+                    self._resend_instruction_while_warming_up(t)
                     self._publish_frame()
                 return
             # a command that arrived since the last step is fresh; otherwise the arm holds
@@ -241,6 +251,7 @@ class SimNode(StackNode):
         # lockstep: resend the same frame when its command is overdue, then hold
         timeout = self.config.startup_timeout_s if self.episode < 0 else self.config.command_timeout_s
         if self.episode < 0:
+            self._resend_instruction_while_warming_up(t)
             if (t - self.frame_sent_ns) / 1e9 > 0.5:
                 self.frame_sent_ns = t
                 self._send(self.obs.image, self.frame_stamp_ns)

@@ -256,8 +256,15 @@ class _Driver:
         if self.answered and not self.config.lockstep:
             return  # recorded timing: never wait
         timeout = self.config.embedding_timeout_s if self.answered else self.config.startup_timeout_s
-        if not self.spin_until(lambda: msg.data in self.node.embedding_labels, timeout):
-            self.logger.warning(f'no instruction embedding for {msg.data!r} within {timeout} s; going on')
+        deadline = time.monotonic() + timeout
+        # re-sent every 0.5 s: a latched sample can miss a subscriber that is still starting (one bench run in
+        # ~20 stalled for good when the vision encoder never got it)
+        while not self.spin_until(lambda: msg.data in self.node.embedding_labels,
+                                  min(0.5, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                self.logger.warning(f'no instruction embedding for {msg.data!r} within {timeout} s; going on')
+                return
+            self.node.instruction_pub.publish(msg)
 
     def event(self, msg) -> None:
         from flow_rag_vla_ros.nodes.conversions import stamp_to_ns, starts_episode

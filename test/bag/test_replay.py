@@ -170,3 +170,24 @@ def test_an_episode_event_received_after_a_later_frame_is_replayed_before_it():
     assert order == [('frame', 1), ('frame', 2), ('event', 'success'), ('event', 'start'), ('frame', 3),
                      ('frame', 4)]
     assert _events_before_later_frames(out) == out  # already ordered: unchanged
+
+
+def test_the_instruction_is_sent_again_until_its_embedding_comes_back():
+    """A latched sample can miss a subscriber that is still starting: without a re-send the stack never answers."""
+    from types import SimpleNamespace
+
+    from flow_rag_vla_ros.tools.replay import _Driver
+    from std_msgs.msg import String
+
+    sent = []
+    node = SimpleNamespace(embedding_labels=set(), get_logger=lambda: SimpleNamespace(warning=lambda *_: None),
+                           instruction_pub=SimpleNamespace(publish=sent.append))
+
+    class Executor:
+        def spin_once(self, timeout_sec):
+            if len(sent) >= 3:  # the third send gets through
+                node.embedding_labels.add('reach the red target')
+
+    driver = _Driver(node, Executor(), ReplayConfig(rate=0.0, startup_timeout_s=5.0), stack=None)
+    driver.instruction(String(data='reach the red target'))
+    assert len(sent) == 3 and all(m.data == 'reach the red target' for m in sent)

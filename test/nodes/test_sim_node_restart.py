@@ -112,3 +112,23 @@ def test_callbacks_after_close_leave_the_disconnected_physics_alone(make_sim):
     sim.on_command(command_to_msg(np.zeros(4, np.float32), stamp, 'scene_camera'))
     sim.on_timer()  # with a command in hand it would reset the env and start an episode
     assert sim.closed and sim.episode < 0
+
+
+@pytest.mark.parametrize('clock_mode', ['lockstep', 'realtime'])
+def test_the_instruction_is_sent_again_until_the_stack_answers(make_sim, clock_mode):
+    sim = make_sim(clock_mode=clock_mode)
+    sent = []
+    sim.instruction_pub = type('Pub', (), {'publish': staticmethod(sent.append)})()
+    sim.on_timer()
+    assert sent == []  # just sent at start
+    sim.instruction_sent_ns -= 10 ** 9  # a second later, still no answer
+    sim.on_timer()
+    assert [m.data for m in sent] == [sim.obs.instruction]
+    sim.on_command(command_to_msg(ACTION, sim.frame_stamp_ns, 'scene_camera'))  # the stack answers
+    if clock_mode == 'realtime':
+        sim.on_timer()  # realtime starts the episode on the next tick
+    assert sim.episode == 0  # episodes run: the instruction goes out once per episode, not every 0.5 s
+    n = len(sent)
+    sim.instruction_sent_ns -= 10 ** 9
+    sim.on_timer()
+    assert len(sent) == n

@@ -132,6 +132,12 @@ results|all)
         --pipelines parallel --params "$A/$v.yaml" --json "$A/${v}_$i.json"
   done; done
   rm -f "$A/off.yaml" "$A/on.yaml"
+  # ... and heavy_cube 0-9 at the defaults since alarm_wait_ms (20), three runs (rag_revisits/node_graph_alarm_wait)
+  mkdir -p "$OUT/rag_revisits/node_graph_alarm_wait"
+  for i in 1 2 3; do
+    $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+        --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/heavy_cube_seed0_$i.json"
+  done
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks
@@ -260,6 +266,12 @@ bench)
     $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --params "$OUT/executor_ab/$e.yaml" --json "$OUT/executor_ab/node_graph_all_nodes_${e}_$i.json"
     rm -f "$OUT/executor_ab/$e.yaml"
+  done; done
+  # stop 19: alarm_wait_ms on (20, the default) and off, alternated replay pairs (docs/results/alarm_wait_ab)
+  mkdir -p "$OUT/alarm_wait_ab"
+  for i in 1 2; do for v in 20 0; do
+    $FRV bench --sections replay --pipelines flow_only parallel --checkpoint models/reach_v2 --frames 300 \
+        --set action_merger.alarm_wait_ms=$v --json "$OUT/alarm_wait_ab/alarm_wait_${v}_$i.json"
   done; done
   # stop 17 (before the OpenMP cap): monitor priority, lockstep node graph and camera-rate replay
   W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"

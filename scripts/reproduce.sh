@@ -138,6 +138,10 @@ results|all)
     $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/heavy_cube_seed0_$i.json"
   done
+  for sc in heavy_cube:100 slippery_zone:0 external_push:0 slippery_zone:100 external_push:100; do  # the other five
+    $FRV eval --task push --scenario ${sc%:*} --situations 10 --episodes 40 --seed ${sc#*:} --checkpoint models/vla_v5 \
+        --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/${sc%:*}_seed${sc#*:}.json"
+  done
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks

@@ -104,7 +104,14 @@ def spin(node: Node) -> None:
     # (the monitor's retrieval thread would stall). spin_once releases it, and a bounded wait lets the shutdown
     # that rclpy's signal handler starts end the loop
     while node.context.ok():
-        executor.spin_once(timeout_sec=0.1)
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except Exception:
+            if node.context.ok():
+                raise
+            # unlike the SingleThreadedExecutor it may still run a callback once a signal has shut the context
+            # down, and that callback's publish() fails ('publisher's context is invalid'): the node is stopping
+            break
 
 
 def run_node(factory: Callable[[], Node], args=None, on_created: Callable[[Node], None] | None = None) -> None:

@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     'sim': ('flow_rag_vla_ros.tools.sim', 'run the full node graph in the PyBullet sim loop'),
     'collect': ('flow_rag_vla_ros.tools.collect', 'collect scripted-expert demonstrations'),
     'train': ('flow_rag_vla_ros.tools.train', 'train the flow policy'),
+    'dagger': ('flow_rag_vla_ros.tools.dagger', "label the policy's own rollouts with the scripted expert"),
     'eval': ('flow_rag_vla_ros.tools.evaluate', 'evaluate tasks, scenarios and pipelines'),
     'bench': ('flow_rag_vla_ros.tools.bench', 'latency / retrieval / backend benchmarks'),
     'export': ('flow_rag_vla_ros.tools.export', 'export the model to ONNX (verified)'),

@@ -36,6 +36,10 @@ STATE_FILE, STATE_JSON = 'training_state.safetensors', 'training_state.json'
 @dataclass
 class TrainConfig:
     data: str = param('data/demos', 'dataset directory')
+    relabelled_data: list[str] = param([], 'datasets of policy rollouts labelled by the expert (flow-rag-vla '
+                                           'dagger): every episode is used, whatever the policy\'s outcome')
+    init_from: str = param('', 'checkpoint to start from (fine-tuning): its weights and normaliser stats are kept; '
+                               'its policy config must equal this one')
     out: str = param('models/reach_v1', 'checkpoint directory')
     tasks: list[str] = param(['reach'], 'tasks to train on')
     seed: int = param(0, 'seed for init, batches, noise')
@@ -69,11 +73,12 @@ def load_yaml(path: str | os.PathLike) -> tuple[FlowPolicyConfig, TrainConfig]:
 
 
 # -- data -----------------------------------------------------------------------------------------
-def episode_files(data: Path, tasks, max_episodes: int = 0) -> list[Path]:
+def episode_files(data: Path, tasks, max_episodes: int = 0, required: bool = True) -> list[Path]:
+    """Episode files of `tasks` under data; a task with none is an error when `required`, else skipped."""
     files = []
     for task in tasks:
         found = sorted((data / task).glob('episode_*.npz'))
-        if not found:
+        if not found and required:
             raise FileNotFoundError(f'no episodes for task {task!r} under {data}')
         files += found[:max_episodes] if max_episodes else found
     return files
@@ -112,8 +117,9 @@ def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig) -> s
 
 
 def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig, data: Path, device: str,
-                  progress: bool = True) -> dict[str, torch.Tensor]:
-    """Cached (frozen vision) or raw-image training arrays for every frame of every episode.
+                  progress: bool = True, relabelled: frozenset[Path] = frozenset()) -> dict[str, torch.Tensor]:
+    """Cached (frozen vision) or raw-image training arrays for every frame of every successful demonstration
+    and of every episode in `relabelled` (expert labels on the policy's own states are right whatever the outcome).
 
     Returns tokens (M*(1+copies), N, C) fp16 or images (M, 3, S, S*n) fp32, proprio (M, 7), chunks (M, H, 4),
     task (M,), episode (M,), copy (M*(1+copies),) where row r of tokens belongs to frame r % M."""
@@ -129,7 +135,7 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
     proprio, chunks, task_ids, ep_ids, tokens, images = [], [], [], [], [[] for _ in range(1 + tc.augment_copies)], []
     for e, f in enumerate(tqdm(files, desc='encode' if cached else 'load', disable=not progress)):
         with np.load(f, allow_pickle=False) as z:
-            if not bool(z['success']):
+            if not bool(z['success']) and f not in relabelled:
                 continue
             imgs, task = z['images'], str(z['task'])
             proprio.append(z['proprio'].astype(np.float32))
@@ -152,6 +158,16 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
     else:
         out['images'] = torch.cat(images)
     return out
+
+
+def init_policy(checkpoint: str, pc: FlowPolicyConfig, device: str):
+    """The checkpoint's policy (weights + normaliser stats) to fine-tune; its config must be `pc`."""
+    from flow_rag_vla_ros.core.checkpoint import load_checkpoint, load_config
+    have, want = asdict(load_config(checkpoint)), asdict(pc)
+    differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    require(not differ, f'init_from {checkpoint}: policy config differs in {differ} '
+                        f'(checkpoint {[have.get(k) for k in differ]}, config {[want.get(k) for k in differ]})')
+    return load_checkpoint(checkpoint, device).train()
 
 
 # -- training state (no pickle) --------------------------------------------------------------------
@@ -210,14 +226,19 @@ class TemporalEnsembler:
 
 
 def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: np.ndarray, cameras=('scene',),
-                        decay: float = 0.5, device: str = 'cpu', progress: bool = False) -> dict:
-    """Success rate of the policy over `episodes` PandaEnv episodes (episode i: seed + i)."""
+                        decay: float = 0.5, device: str = 'cpu', progress: bool = False, recorder=None,
+                        max_steps: int = 0) -> dict:
+    """Success rate of the policy over `episodes` PandaEnv episodes (episode i: seed + i).
+
+    `recorder` (optional, e.g. tools/dagger.py) sees every rollout: `recorder.start(env, seed)` after each reset,
+    `recorder.record(obs, env)` before each step (the state the next action is chosen in) and
+    `recorder.end(outcome)` when the episode is done."""
     from tqdm import tqdm
 
     from flow_rag_vla_ros.core.vision import preprocess
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
     c = policy.config
-    env = PandaEnv(SimConfig(task=task, image_size=c.image_size, cameras=list(cameras)))
+    env = PandaEnv(SimConfig(task=task, image_size=c.image_size, cameras=list(cameras), max_steps=max_steps))
     ens = TemporalEnsembler(c.horizon, decay)
     lang = torch.from_numpy(np.asarray(language, np.float32)[None]).to(device)  # (1, 384)
     outcomes = []
@@ -226,6 +247,8 @@ def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: n
         for i in tqdm(range(episodes), desc=f'eval {task}', disable=not progress):
             obs, ens_rng = env.reset(seed=seed + i), np.random.default_rng(seed + i)
             ens.reset()
+            if recorder is not None:
+                recorder.start(env, seed + i)
             while True:
                 with torch.inference_mode():
                     img = torch.from_numpy(preprocess(obs.image, c)[None]).to(device)
@@ -233,10 +256,14 @@ def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: n
                     noise = torch.from_numpy(ens_rng.standard_normal((1, c.horizon, c.action_dim)).astype(np.float32))
                     chunk = policy.sample_actions(tok, torch.from_numpy(obs.proprio[None]).to(device), lang,
                                                   noise.to(device))[0].cpu().numpy()
+                if recorder is not None:
+                    recorder.record(obs, env)
                 obs, info = env.step(np.clip(ens.add(obs.step, chunk), -1.0, 1.0))
                 if info.done:
                     outcomes.append({'seed': seed + i, 'success': info.success, 'steps': obs.step,
                                      'failure_type': info.failure_type})
+                    if recorder is not None:
+                        recorder.end(outcomes[-1])
                     break
     finally:
         env.close()
@@ -259,14 +286,16 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     torch.manual_seed(tc.seed)
     data, out = Path(tc.data), Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
-    policy = FlowPolicy(pc).to(device)
-    files = episode_files(data, tc.tasks, tc.max_episodes)
-    ds = build_dataset(policy, files, pc, tc, data, device, progress)
+    policy = FlowPolicy(pc).to(device) if not tc.init_from else init_policy(tc.init_from, pc, device)
+    relabelled = [f for d in tc.relabelled_data for f in episode_files(Path(d), tc.tasks, required=False)]
+    files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled
+    ds = build_dataset(policy, files, pc, tc, data, device, progress, frozenset(relabelled))
     m = len(ds['proprio'])
     embedder = InstructionEmbedder()
     lang_table = torch.from_numpy(embedder.embed_many([INSTRUCTIONS[t] for t in TASKS]))  # (n_tasks, 384)
-    policy.set_normalizer(NormalizerStats.from_data(ds['proprio'].numpy()),
-                          NormalizerStats.from_data(ds['chunks'].numpy()))
+    if not tc.init_from:  # a fine-tuned model keeps its normaliser: the weights were learned in its units
+        policy.set_normalizer(NormalizerStats.from_data(ds['proprio'].numpy()),
+                              NormalizerStats.from_data(ds['chunks'].numpy()))
     # episode-level split
     episodes = ds['episode'].unique().numpy()
     rng = np.random.default_rng(tc.seed)

@@ -1,0 +1,69 @@
+"""Training CLI pieces: which episodes become training frames, fine-tuning from a checkpoint."""
+import json
+
+import numpy as np
+import pytest
+
+from flow_rag_vla_ros.core.checkpoint import load_checkpoint
+from flow_rag_vla_ros.core.configuration_flow_policy import FlowPolicyConfig
+from flow_rag_vla_ros.core.spec import INSTRUCTIONS
+from flow_rag_vla_ros.sim.dataset import Episode, write_episode
+from flow_rag_vla_ros.tools.train import TrainConfig, action_chunks, train
+
+SMALL = dict(image_size=32, d_model=32, n_heads=2, n_layers=1, horizon=4)
+
+
+def episode(t: int, success: bool, seed: int) -> Episode:
+    rng = np.random.default_rng(seed)
+    return Episode(rng.integers(0, 255, (t, 32, 32, 3), dtype=np.uint8), rng.normal(size=(t, 7)).astype(np.float32),
+                   rng.uniform(-1, 1, (t, 4)).astype(np.float32), success, INSTRUCTIONS['push'], 'push', seed,
+                   '' if success else 'timeout')
+
+
+def run(tmp_path, name: str, **train_fields) -> dict:
+    tc = TrainConfig(data=str(tmp_path / 'demos'), out=str(tmp_path / name), tasks=['push'], steps=2, batch_size=4,
+                     val_fraction=0.0, eval_episodes=0, warmup=1, **train_fields)
+    train(FlowPolicyConfig(**SMALL), tc, progress=False)
+    return json.loads((tmp_path / name / 'config.json').read_text())
+
+
+@pytest.fixture
+def datasets(tmp_path):
+    write_episode(tmp_path / 'demos', episode(5, True, 1), 0)
+    write_episode(tmp_path / 'demos', episode(7, False, 2), 1)   # a failed demonstration: not imitated
+    write_episode(tmp_path / 'relabelled', episode(9, False, 3), 0)  # the policy failed, the labels are the expert's
+    return tmp_path
+
+
+def test_action_chunks_hold_xyz_and_keep_the_gripper_past_the_end():
+    actions = np.arange(12, dtype=np.float32).reshape(3, 4)
+    chunks = action_chunks(actions, 2)  # (3, 2, 4)
+    np.testing.assert_array_equal(chunks[0], actions[:2])
+    np.testing.assert_array_equal(chunks[2], [actions[2], [0, 0, 0, actions[2, 3]]])
+
+
+def test_relabelled_episodes_are_used_whatever_the_outcome_demonstrations_only_when_successful(datasets):
+    assert run(datasets, 'demos_only')['extra']['frames'] == 5
+    doc = run(datasets, 'with_relabelled', relabelled_data=[str(datasets / 'relabelled')])
+    assert doc['extra']['frames'] == 5 + 9
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_keeps_its_normaliser(datasets):
+    base = run(datasets, 'base')
+    tuned = run(datasets, 'tuned', relabelled_data=[str(datasets / 'relabelled')], init_from=str(datasets / 'base'))
+    # the data changed (9 more frames) but the model keeps the units its weights were learned in
+    assert tuned['normalizer'] == base['normalizer']
+    fresh = run(datasets, 'fresh', relabelled_data=[str(datasets / 'relabelled')], seed=1)
+    assert fresh['normalizer'] != base['normalizer']
+    # and it starts from the checkpoint's weights: after 2 small steps it is far closer to them than a fresh init
+    a, b, c = (load_checkpoint(datasets / n).state_dict() for n in ('base', 'tuned', 'fresh'))
+    key = next(k for k in a if k.endswith('action_out_proj.weight'))
+    assert float((a[key] - b[key]).abs().max()) < float((a[key] - c[key]).abs().max())
+
+
+def test_fine_tuning_refuses_a_checkpoint_of_another_architecture(datasets):
+    run(datasets, 'base')
+    tc = TrainConfig(data=str(datasets / 'demos'), out=str(datasets / 'x'), tasks=['push'], steps=1, batch_size=2,
+                     val_fraction=0.0, eval_episodes=0, init_from=str(datasets / 'base'))
+    with pytest.raises(ValueError, match=r"differs in \['d_model'"):
+        train(FlowPolicyConfig(**{**SMALL, 'd_model': 64}), tc, progress=False)

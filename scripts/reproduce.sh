@@ -142,6 +142,10 @@ results|all)
     $FRV eval --task push --scenario ${sc%:*} --situations 10 --episodes 40 --seed ${sc#*:} --checkpoint models/vla_v5 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/${sc%:*}_seed${sc#*:}.json"
   done
+  for i in 2 3; do  # slippery_zone 0-9, the scenario that met the goal: two more runs
+    $FRV eval --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+        --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/slippery_zone_seed0_$i.json"
+  done
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
   # multi-task model vla_v3 (5 steps; models/vla_v3 comes from the train section)
   S="$OUT/sampler_steps"; mkdir -p "$S"; rm -rf /tmp/reproduce_ks

@@ -105,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
         written = _worker(jobs[0])
     else:
         import multiprocessing as mp
-        with mp.get_context('spawn').Pool(workers) as pool:
+        pool = mp.get_context('spawn').Pool(workers)
+        try:
             written = [r for part in pool.map(_worker, jobs) for r in part]
+        finally:  # close + join, not terminate: workers exit normally and release tqdm's lock (no leak warning)
+            pool.close()
+            pool.join()
     ok = sum(r['success'] for r in written)
     stats = {'episodes': len(written), 'policy_successes': ok, 'policy_success_rate': ok / max(1, len(written)),
              'steps': int(sum(r['steps'] for r in written)), 'seed': args.seed,

@@ -33,6 +33,15 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
   rm -rf data/demos_2cam_v5 && cp -al data/demos_2cam_push1200 data/demos_2cam_v5
   rm -f data/demos_2cam_v5/features_*.safetensors
   $FRV collect --task reach --episodes 1500 --seed 1000 --out data/demos_2cam_v5 --cameras scene side --workers 2
+  # vla_v6 (DAgger on vla_v5): a subset of vla_v5's demonstrations (the same seeds, so the same episodes) ...
+  for tn in push:600 reach:600 pick_and_place:500; do
+    $FRV collect --task ${tn%:*} --episodes ${tn#*:} --seed 1000 --out data/demos_2cam_base --cameras scene side --workers 2
+  done
+  # ... and vla_v5's own rollouts on new seeds, every state labelled by the noiseless expert
+  for tns in push:400:200000 reach:150:210000 pick_and_place:200:220000; do
+    IFS=: read -r task n seed <<< "$tns"
+    $FRV dagger --checkpoint models/vla_v5 --task "$task" --episodes "$n" --seed "$seed" --out data/dagger_v5 --workers 2
+  done
   # single-task Reach: reach_v1 (scene camera), reach_v2 (scene + side)
   $FRV collect --task reach --episodes 400 --seed 1000 --out data/demos --workers 2
   $FRV collect --task reach --episodes 1500 --seed 20000 --out data/reach_2cam --cameras scene side --workers 2 ;;

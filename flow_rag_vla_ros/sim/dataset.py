@@ -28,9 +28,13 @@ class Episode:
     task: str
     seed: int
     failure_type: str       # '' on success
+    chunks: np.ndarray | None = None  # (T, H, 4) float32, relabelled data only: the expert's next H actions per state
 
     def __post_init__(self):
         t = len(self.actions)
+        if self.chunks is not None and (self.chunks.ndim != 3 or self.chunks.shape[0] != t
+                                        or self.chunks.shape[2] != ACTION_DIM):
+            raise ValueError(f'chunks must be (T, H, {ACTION_DIM}) with T={t}, got {self.chunks.shape}')
         if self.images.ndim != 4 or self.images.dtype != np.uint8 or len(self.images) != t:
             raise ValueError(f'images must be (T,H,W,3) uint8 with T={t}, got {self.images.shape} {self.images.dtype}')
         if self.proprio.shape != (t, PROPRIO_DIM) or self.actions.shape != (t, ACTION_DIM):
@@ -45,12 +49,13 @@ def write_episode(root: str | os.PathLike, episode: Episode, index: int) -> Path
     path = episode_path(root, episode.task, index)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
+    extra = {} if episode.chunks is None else {'chunks': episode.chunks.astype(np.float32)}
     with open(tmp, 'wb') as f:  # a file object: np.savez would otherwise append '.npz' to the temp name
         np.savez_compressed(
             f, images=episode.images.astype(np.uint8), proprio=episode.proprio.astype(np.float32),
             actions=episode.actions.astype(np.float32), success=np.array(bool(episode.success)),
             instruction=np.array(episode.instruction), task=np.array(episode.task),
-            seed=np.array(int(episode.seed), dtype=np.int64), failure_type=np.array(episode.failure_type))
+            seed=np.array(int(episode.seed), dtype=np.int64), failure_type=np.array(episode.failure_type), **extra)
     os.replace(tmp, path)
     return path
 
@@ -59,7 +64,8 @@ def read_episode(path: str | os.PathLike) -> Episode:
     with np.load(path, allow_pickle=False) as z:
         return Episode(images=z['images'], proprio=z['proprio'], actions=z['actions'],
                        success=bool(z['success']), instruction=str(z['instruction']), task=str(z['task']),
-                       seed=int(z['seed']), failure_type=str(z['failure_type']))
+                       seed=int(z['seed']), failure_type=str(z['failure_type']),
+                       chunks=z['chunks'] if 'chunks' in z else None)
 
 
 def iter_episodes(root: str | os.PathLike, task: str | None = None, success_only: bool = False) -> Iterator[Episode]:

@@ -29,7 +29,11 @@ class ExpertConfig:
 
 
 class Expert:
-    """Base: `reset()` per episode, `act(state) -> (4,) float32`."""
+    """Base: `reset()` per episode, `act(state) -> (4,) float32`.
+
+    `stateless`: the action depends on the privileged state (and the per-episode draws) only, so the expert
+    can label any state, e.g. one a policy reached (tools/dagger.py)."""
+    stateless = True
 
     def __init__(self, rng: np.random.Generator | None = None, config: ExpertConfig | None = None):
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -101,7 +105,11 @@ class PushExpert(Expert):
 
 
 class PickAndPlaceExpert(Expert):
-    """Open above the cube, descend, close, lift and carry to the goal with the gripper closed."""
+    """Open above the cube, descend, close, lift and carry to the goal with the gripper closed.
+
+    Not stateless: it counts its own closing steps before it carries, and in a grasp it did not make itself that
+    count is 0, so it labels a policy's carry "open" (seen in DAgger labels of vla_v5's rollouts)."""
+    stateless = False
     def reset(self) -> None:
         super().reset()
         self.closing_steps = 0

@@ -216,6 +216,31 @@ class PandaEnv:
             self.scenario.on_step(self, state)
         return self._observation(), StepInfo(success, done, event, failure, state)
 
+    def lookahead(self, act, steps: int) -> np.ndarray:
+        """(steps, 4): the actions `act(privileged_state)` takes over the next `steps` steps from the current state,
+        found by simulating them and then restoring the state (PyBullet saveState / restoreState). The prediction
+        is exact: it equals what `act` then does in a run without the lookahead. Positions, velocities, the step
+        count, observation and scenario come back exactly, but the episode's later steps may differ slightly from
+        such a run (a few mm after a few steps): some solver state survives restoreState (checked: it happens
+        after a 1-step lookahead too, and with deterministicOverlappingPairs)."""
+        saved = (self._obs, self.steps, self.external_force)
+        state_id = self.client.saveState()
+        actions = []
+        try:
+            self.external_force = None
+            state = self.privileged_state()
+            for _ in range(steps):
+                action = np.clip(np.asarray(act(state), np.float32).reshape(4), -1.0, 1.0)
+                actions.append(action)
+                self._obs = self.gym_env.step(action if self.has_gripper else action[:3])[0]
+                self.steps += 1
+                state = self.privileged_state()
+        finally:
+            self.client.restoreState(state_id)
+            self.client.removeState(state_id)
+            self._obs, self.steps, self.external_force = saved
+        return np.stack(actions)
+
     def _sim_step(self) -> None:
         # panda-gym runs 20 physics substeps per step and pybullet clears external forces after each
         # one, so a force meant to last a control step is re-applied before every substep

@@ -139,7 +139,12 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
                 continue
             imgs, task = z['images'], str(z['task'])
             proprio.append(z['proprio'].astype(np.float32))
-            chunks.append(action_chunks(z['actions'].astype(np.float32), pc.horizon))
+            if 'chunks' in z:  # relabelled data: the expert's own next H actions from each state (tools/dagger.py)
+                require(z['chunks'].shape[1] == pc.horizon,
+                        f'{f}: chunks of {z["chunks"].shape[1]} actions, the policy predicts {pc.horizon}')
+                chunks.append(z['chunks'].astype(np.float32))
+            else:
+                chunks.append(action_chunks(z['actions'].astype(np.float32), pc.horizon))
         task_ids.append(np.full(len(imgs), TASKS.index(task)))
         ep_ids.append(np.full(len(imgs), e))
         for k in range(1 + tc.augment_copies if cached else 1):

@@ -50,3 +50,13 @@ def test_collect_writes_episodes_and_meta(tmp_path):
     collect('push', 1, 0, tmp_path, SimConfig(task='push', image_size=32), progress=False)
     assert load_meta(tmp_path)['task_list'] == ['reach', 'push']
     assert len(list(iter_episodes(tmp_path))) == 4
+
+
+def test_relabelled_chunks_round_trip_and_are_validated(tmp_path):
+    ep = make_episode(t=5)
+    ep.chunks = np.random.default_rng(1).uniform(-1, 1, (5, 8, 4)).astype(np.float32)
+    back = read_episode(write_episode(tmp_path, ep, 0))
+    np.testing.assert_array_equal(back.chunks, ep.chunks)
+    assert read_episode(write_episode(tmp_path, make_episode(), 1)).chunks is None  # demonstrations have none
+    with pytest.raises(ValueError, match='chunks must be'):
+        Episode(ep.images, ep.proprio, ep.actions, True, '', 'push', 0, '', chunks=ep.chunks[:4])

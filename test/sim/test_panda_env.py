@@ -166,3 +166,36 @@ def test_creating_an_env_prints_nothing_on_stdout(capfd):
     print('after', flush=True)
     env.close()
     assert capfd.readouterr().out.split() == ['before', 'after']
+
+
+def _physics_state(env) -> np.ndarray:
+    c, panda, cube = env.client, env.ids['panda'], env.ids['object']
+    joints = [v for j in range(c.getNumJoints(panda)) for v in c.getJointState(panda, j)[:2]]
+    pose, vel = c.getBasePositionAndOrientation(cube), c.getBaseVelocity(cube)
+    return np.array([*joints, *pose[0], *pose[1], *vel[0], *vel[1]])
+
+
+@pytest.mark.parametrize('task', ['push', 'pick_and_place'])
+def test_lookahead_predicts_the_expert_and_restores_the_state(task):
+    from flow_rag_vla_ros.sim.experts import ExpertConfig, make_expert
+    expert = make_expert(task, np.random.default_rng(0), ExpertConfig(action_noise=0.0, offset_m=0.0,
+                                                                     gain_range=(1.0, 1.0)))
+    wander = np.random.default_rng(3).uniform(-1, 1, (6, 4)).astype(np.float32)  # somewhere off the expert's path
+    envs = {}
+    for peek in (False, True):
+        env = envs[peek] = PandaEnv(SimConfig(task=task, render=False))
+        env.reset(seed=11)
+        for a in wander:
+            env.step(a)
+    before = (envs[True].steps, envs[True].proprio().copy(), _physics_state(envs[True]))
+    chunk = envs[True].lookahead(expert.act, 5)  # (5, 4)
+    assert chunk.shape == (5, 4) and envs[True].steps == before[0]
+    np.testing.assert_array_equal(envs[True].proprio(), before[1])
+    np.testing.assert_array_equal(_physics_state(envs[True]), before[2])
+    actions, state = [], envs[False].privileged_state()
+    for _ in range(5):  # what the expert really does from this state in the run without the lookahead
+        actions.append(expert.act(state))
+        state = envs[False].step(actions[-1])[1].state
+    np.testing.assert_array_equal(chunk, np.stack(actions))
+    for env in envs.values():
+        env.close()

@@ -1,5 +1,6 @@
 """DAgger relabelling: the policy's own states, each labelled with what the noiseless expert does there."""
 import numpy as np
+import pytest
 
 from flow_rag_vla_ros.sim.dataset import iter_episodes, load_meta
 from flow_rag_vla_ros.sim.experts import STEP_M
@@ -17,19 +18,22 @@ def reach_expert_label(ee: np.ndarray, goal: np.ndarray) -> np.ndarray:
 
 
 def test_every_visited_state_is_labelled_by_the_noiseless_expert(tmp_path):
-    checkpoint = make_tiny_checkpoint(tmp_path / 'ckpt', image_size=32)
+    checkpoint = make_tiny_checkpoint(tmp_path / 'ckpt', image_size=32, horizon=3)
     written = relabel(str(checkpoint), 'reach', 2, 300, tmp_path / 'relabelled', first_index=10, max_steps=6)
     assert [w['index'] for w in written] == [10, 11] and [w['seed'] for w in written] == [300, 301]
     episodes = list(iter_episodes(tmp_path / 'relabelled', 'reach'))
     env = PandaEnv(SimConfig(task='reach', render=False))
     for ep, record in zip(episodes, written):
         assert ep.seed == record['seed'] and ep.success == record['success'] and len(ep.actions) == record['steps']
-        assert ep.images.shape == (record['steps'], 32, 32, 3)
+        assert ep.images.shape == (record['steps'], 32, 32, 3) and ep.chunks.shape == (record['steps'], 3, 4)
+        np.testing.assert_array_equal(ep.actions, ep.chunks[:, 0])
         env.reset(seed=ep.seed)
         goal = env.goal()
         # label t belongs to state t (the proprio recorded with it), not to the state after the policy's action
-        for proprio, label in zip(ep.proprio, ep.actions):
-            np.testing.assert_allclose(label, reach_expert_label(proprio[:3].astype(np.float64), goal), atol=1e-4)
+        for proprio, chunk in zip(ep.proprio, ep.chunks):
+            np.testing.assert_allclose(chunk[0], reach_expert_label(proprio[:3].astype(np.float64), goal), atol=1e-4)
+            # the rest of the chunk is the expert's own plan from there: Reach halves the distance every step
+            assert np.abs(chunk[2, :3]).sum() <= np.abs(chunk[0, :3]).sum() + 1e-6
         # the policy (random weights) moved the arm: these are its states, not the expert's
         assert np.ptp(ep.proprio[:, :3], axis=0).max() > 1e-3
     env.close()
@@ -45,3 +49,10 @@ def test_cli_writes_meta_with_the_policy_outcome(tmp_path):
     assert meta['tasks']['push']['episodes'] == 2 and meta['tasks']['push']['steps'] == 6
     assert meta['relabelled_by']['push']['policy'] == str(checkpoint.resolve())
     assert sorted(e.seed for e in iter_episodes(out, 'push')) == [7, 8]
+
+
+def test_an_expert_with_hidden_state_is_refused(tmp_path):
+    checkpoint = make_tiny_checkpoint(tmp_path / 'ckpt', image_size=32)
+    with pytest.raises(ValueError, match='keeps state across steps'):
+        relabel(str(checkpoint), 'pick_and_place', 1, 0, tmp_path / 'relabelled', max_steps=2)
+    assert not (tmp_path / 'relabelled').exists()

@@ -67,3 +67,14 @@ def test_fine_tuning_refuses_a_checkpoint_of_another_architecture(datasets):
                      val_fraction=0.0, eval_episodes=0, init_from=str(datasets / 'base'))
     with pytest.raises(ValueError, match=r"differs in \['d_model'"):
         train(FlowPolicyConfig(**{**SMALL, 'd_model': 64}), tc, progress=False)
+
+
+def test_relabelled_chunks_are_the_targets_and_must_match_the_horizon(datasets):
+    ep = episode(6, False, 4)
+    ep.chunks = np.repeat(ep.actions[:, None], 4, axis=1)  # (T, H=4, 4)
+    write_episode(datasets / 'chunked', ep, 0)
+    assert run(datasets, 'chunked', relabelled_data=[str(datasets / 'chunked')])['extra']['frames'] == 5 + 6
+    ep.chunks = ep.chunks[:, :3]
+    write_episode(datasets / 'short', ep, 0)
+    with pytest.raises(ValueError, match='chunks of 3 actions, the policy predicts 4'):
+        run(datasets, 'short', relabelled_data=[str(datasets / 'short')])

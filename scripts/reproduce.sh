@@ -37,8 +37,8 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
   for tn in push:600 reach:600 pick_and_place:500; do
     $FRV collect --task ${tn%:*} --episodes ${tn#*:} --seed 1000 --out data/demos_2cam_base --cameras scene side --workers 2
   done
-  # ... and vla_v5's own rollouts on new seeds, every state labelled by the noiseless expert
-  for tns in push:400:200000 reach:150:210000 pick_and_place:200:220000; do
+  # ... and vla_v5's own Push / Reach rollouts on new seeds, each state labelled with the expert's simulated next 8 actions
+  for tns in push:400:200000 reach:150:210000; do
     IFS=: read -r task n seed <<< "$tns"
     $FRV dagger --checkpoint models/vla_v5 --task "$task" --episodes "$n" --seed "$seed" --out data/dagger_v5 --workers 2
   done

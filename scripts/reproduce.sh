@@ -65,6 +65,11 @@ train)
     OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/$m \
         --backend onnxruntime --pipelines flow_only --json "$OUT/reach_data_scaling/reach_seed5000_100_$m.json"
   done
+  # experiment: DAgger on vla_v5 (docs/results/dagger; the first, naive labelling is in git history before 77f3e3d)
+  mkdir -p "$OUT/dagger"
+  $FRV train --config config/train_vla_v6.yaml && $FRV export --checkpoint models/vla_v6 --out models/vla_v6 --int8 \
+      --dataset data/demos_2cam_base
+  five_sets models/vla_v6 vla_v6 "$OUT/dagger"
   $FRV train --config config/train_vla_mlp_v2.yaml &&
       $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)

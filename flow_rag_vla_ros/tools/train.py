@@ -381,6 +381,8 @@ def register(subparsers) -> None:
     p.add_argument('--data', help='dataset directory (overrides train.data)')
     p.add_argument('--out', help='checkpoint directory (overrides train.out)')
     p.add_argument('--steps', type=int, help='override train.steps')
+    p.add_argument('--relabelled-data', nargs='*', metavar='DIR',
+                   help='override train.relabelled_data (no DIR: none, e.g. the demonstrations-only control)')
     p.add_argument('--eval-episodes', type=int, help='override train.eval_episodes')
     p.add_argument('--resume', action='store_true', help='continue from out/training_state.*')
     p.add_argument('--no-progress', action='store_true')
@@ -389,7 +391,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pc, tc = load_yaml(args.config)
-    overrides = {'data': args.data, 'out': args.out, 'steps': args.steps, 'eval_episodes': args.eval_episodes}
+    overrides = {'data': args.data, 'out': args.out, 'steps': args.steps, 'eval_episodes': args.eval_episodes,
+                 'relabelled_data': args.relabelled_data}
     tc = from_dict(TrainConfig, {**asdict(tc), **{k: v for k, v in overrides.items() if v is not None}})
     result = train(pc, tc, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({'out': result['out'], 'final': result['history'][-1] if result['history'] else None,

@@ -78,3 +78,11 @@ def test_relabelled_chunks_are_the_targets_and_must_match_the_horizon(datasets):
     write_episode(datasets / 'short', ep, 0)
     with pytest.raises(ValueError, match='chunks of 3 actions, the policy predicts 4'):
         run(datasets, 'short', relabelled_data=[str(datasets / 'short')])
+
+
+def test_cli_relabelled_data_override_distinguishes_none_from_unset():
+    from flow_rag_vla_ros.cli import build_parser
+    parse = build_parser(['train']).parse_args
+    assert parse(['train', '--config', 'c.yaml']).relabelled_data is None  # keep the config's
+    assert parse(['train', '--config', 'c.yaml', '--relabelled-data']).relabelled_data == []  # none
+    assert parse(['train', '--config', 'c.yaml', '--relabelled-data', 'a', 'b']).relabelled_data == ['a', 'b']

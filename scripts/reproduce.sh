@@ -65,11 +65,18 @@ train)
     OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/$m \
         --backend onnxruntime --pipelines flow_only --json "$OUT/reach_data_scaling/reach_seed5000_100_$m.json"
   done
-  # experiment: DAgger on vla_v5 (docs/results/dagger; the first, naive labelling is in git history before 77f3e3d)
+  # the shipped multi-task model: vla_v5 trained 3,000 steps more on a demonstration subset (docs/results/dagger)
   mkdir -p "$OUT/dagger"
   $FRV train --config config/train_vla_v6.yaml && $FRV export --checkpoint models/vla_v6 --out models/vla_v6 --int8 \
       --dataset data/demos_2cam_base
   five_sets models/vla_v6 vla_v6 "$OUT/dagger"
+  OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/vla_v6 \
+      --backend onnxruntime --pipelines flow_only --json "$OUT/dagger/reach_seed5000_100_vla_v6.json"
+  # experiment, not shipped: the same plus vla_v5's DAgger-relabelled rollouts (the first, naive labelling's
+  # results are docs/results/dagger/*_naive*; its code is commit 5796c4d)
+  $FRV train --config config/train_vla_v6.yaml --relabelled-data data/dagger_v5 --out models/vla_v6_dagger &&
+      $FRV export --checkpoint models/vla_v6_dagger --out models/vla_v6_dagger --int8 --dataset data/demos_2cam_base
+  five_sets models/vla_v6_dagger vla_v6_dagger "$OUT/dagger"
   $FRV train --config config/train_vla_mlp_v2.yaml &&
       $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)

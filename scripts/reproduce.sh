@@ -72,6 +72,9 @@ train)
   five_sets models/vla_v6 vla_v6 "$OUT/dagger"
   OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/vla_v6 \
       --backend onnxruntime --pipelines flow_only --json "$OUT/dagger/reach_seed5000_100_vla_v6.json"
+  for task in pick_and_place push; do  # through the node graph (lockstep, parallel)
+    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6 --json "$OUT/dagger/sim_${task}_vla_v6.json"
+  done
   # experiment, not shipped: the same plus vla_v5's DAgger-relabelled rollouts (the first, naive labelling's
   # results are docs/results/dagger/*_naive*; its code is commit 5796c4d)
   $FRV train --config config/train_vla_v6.yaml --relabelled-data data/dagger_v5 --out models/vla_v6_dagger &&

@@ -72,6 +72,14 @@ train)
   five_sets models/vla_v6 vla_v6 "$OUT/dagger"
   OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/vla_v6 \
       --backend onnxruntime --pipelines flow_only --json "$OUT/dagger/reach_seed5000_100_vla_v6.json"
+  for m in vla_v5 vla_v6; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 100 --seed 0 --checkpoint models/$m \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/dagger/push_seed0_100_$m.json"
+  done
+  for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do  # RAG revisits on vla_v6
+    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+        --checkpoint models/vla_v6 --pipelines flow_only parallel --json "$OUT/rag_revisits/vla_v6/${scenario}_seed$seed.json"
+  done; done
   for task in pick_and_place push; do  # through the node graph (lockstep, parallel)
     $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6 --json "$OUT/dagger/sim_${task}_vla_v6.json"
   done

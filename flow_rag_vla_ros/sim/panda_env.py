@@ -203,10 +203,7 @@ class PandaEnv:
         self.client.resetBasePositionAndOrientation(self.ids['panda'], *self._panda_base)
 
     def step(self, action) -> tuple[Observation, StepInfo]:
-        action = np.clip(np.asarray(action, dtype=np.float32).reshape(4), -1.0, 1.0)
-        env_action = action if self.has_gripper else action[:3]  # blocked gripper: 3-d env action
-        self._obs, _, terminated, _, info = self.gym_env.step(env_action)
-        self.steps += 1
+        info = self._advance(action)
         state = self.privileged_state()
         success = bool(info['is_success'])
         failure = '' if success else self._failure(state)
@@ -230,16 +227,21 @@ class PandaEnv:
             self.external_force = None
             state = self.privileged_state()
             for _ in range(steps):
-                action = np.clip(np.asarray(act(state), np.float32).reshape(4), -1.0, 1.0)
-                actions.append(action)
-                self._obs = self.gym_env.step(action if self.has_gripper else action[:3])[0]
-                self.steps += 1
+                actions.append(np.clip(np.asarray(act(state), np.float32).reshape(4), -1.0, 1.0))
+                self._advance(actions[-1])
                 state = self.privileged_state()
         finally:
             self.client.restoreState(state_id)
             self.client.removeState(state_id)
             self._obs, self.steps, self.external_force = saved
         return np.stack(actions)
+
+    def _advance(self, action) -> dict:
+        """One panda-gym step with `action` clipped to [-1, 1] (3-d for a blocked gripper); returns gym's info."""
+        action = np.clip(np.asarray(action, dtype=np.float32).reshape(4), -1.0, 1.0)
+        self._obs, _, _, _, info = self.gym_env.step(action if self.has_gripper else action[:3])
+        self.steps += 1
+        return info
 
     def _sim_step(self) -> None:
         # panda-gym runs 20 physics substeps per step and pybullet clears external forces after each

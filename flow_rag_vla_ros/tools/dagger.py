@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from flow_rag_vla_ros.core.spec import TASKS
-from flow_rag_vla_ros.sim.experts import EXPERTS, ExpertConfig
+from flow_rag_vla_ros.sim.experts import EXPERTS, ExpertConfig, make_expert
 
 LABEL_EXPERT = ExpertConfig(action_noise=0.0, gain_range=(1.0, 1.0), offset_m=0.0)
 
@@ -38,7 +38,6 @@ class ExpertLabeller:
     writes each finished episode to `out` as episode `first_index + n`."""
 
     def __init__(self, task: str, out: str | Path, horizon: int, first_index: int = 0):
-        from flow_rag_vla_ros.sim.experts import make_expert
         self.task, self.out, self.horizon, self.index = task, Path(out), horizon, first_index
         self.expert = make_expert(task, np.random.default_rng(0), LABEL_EXPERT)
         if not self.expert.stateless:
@@ -85,10 +84,10 @@ def relabel(checkpoint: str, task: str, episodes: int, seed: int, out: str | Pat
     return labeller.written
 
 
-def _worker(job: tuple) -> list[dict]:
+def _worker(job: dict) -> list[dict]:
     import torch
     torch.set_num_threads(1)
-    return relabel(*job)
+    return relabel(**job)
 
 
 def register(subparsers) -> None:
@@ -110,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = str(resolve_checkpoint(args.checkpoint))
     workers = max(1, min(args.workers, args.episodes))
     shares = np.array_split(np.arange(args.episodes), workers)
-    jobs = [(checkpoint, args.task, len(s), args.seed + int(s[0]), args.out, int(s[0]), 0.5, args.max_steps,
-             workers == 1) for s in shares if len(s)]
+    jobs = [dict(checkpoint=checkpoint, task=args.task, episodes=len(s), seed=args.seed + int(s[0]), out=args.out,
+                 first_index=int(s[0]), max_steps=args.max_steps, progress=workers == 1) for s in shares if len(s)]
     if workers == 1:
         written = _worker(jobs[0])
     else:
@@ -128,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
              'failure_types': dict(Counter(r['failure_type'] for r in written if not r['success']))}
     cameras = checkpoint_cameras(checkpoint) or ['scene']
     previous = load_meta(args.out).get('relabelled_by', {})
-    update_meta(args.out, args.task, stats, cameras=list(cameras),
-                relabelled_by={**previous, args.task: {'policy': checkpoint, 'expert': 'noiseless scripted, simulated H-step chunks'}})
+    labels = {'policy': checkpoint, 'expert': 'noiseless scripted, simulated H-step chunks'}
+    update_meta(args.out, args.task, stats, cameras=list(cameras), relabelled_by={**previous, args.task: labels})
     print(json.dumps(stats, indent=2))
     return 0

@@ -16,6 +16,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from flow_rag_vla_ros.bag.recorder import STACK_TOPICS, TYPESTORE
 from flow_rag_vla_ros.nodes import qos
+from flow_rag_vla_ros.nodes.base import LATENCY_TOPIC
 from flow_rag_vla_ros.nodes.conversions import (EPISODE_STATUS, RESTART_ACK_TOPIC, CorrectionMsg, array_to_image,
                                                 chunk_to_msg, command_to_msg, correction_to_msg, diagnostic,
                                                 image_to_array, make_header, msg_to_proprio, proprio_to_msg,
@@ -123,7 +124,8 @@ def sim_like_run(frames_per_episode=(6, 5), perturb_episode: int = 1, recorded_a
 
 class FakeStack:
     """A stand-in for the stack nodes: for every frame answers chunk + command (+ an alarm when the frame
-    asks for one) as pure functions of the frame, echoes the instruction embedding, and acknowledges episode
+    asks for one) as pure functions of the frame, and the monitor's 'correction' latency record (a monitor
+    publishes one per assessed frame, alarm or not), echoes the instruction embedding, and acknowledges episode
     'start' events like the action merger (unless ack_restarts=False). Own context + thread."""
 
     def __init__(self, ack_restarts: bool = True):
@@ -135,6 +137,7 @@ class FakeStack:
         self.command_pub = n.create_publisher(JointState, '/robot/command', qos.RELIABLE)
         self.chunk_pub = n.create_publisher(JointTrajectory, '/vla/action_chunk', qos.RELIABLE)
         self.correction_pub = n.create_publisher(DiagnosticArray, '/vla/correction', qos.RELIABLE)
+        self.latency_pub = n.create_publisher(DiagnosticArray, LATENCY_TOPIC, qos.EVENTS)
         self.embedding_pub = n.create_publisher(Float32MultiArray, '/vla/instruction_embedding', qos.LATCHED)
         n.create_subscription(JointState, '/robot/ee_state', self.on_state, qos.SENSOR)
         n.create_subscription(Image, '/camera/image_raw', self.on_image, qos.SENSOR)
@@ -169,6 +172,8 @@ class FakeStack:
         action = policy(image, self.states[stamp])
         if image[0, 0, 1] == 1:
             self.correction_pub.publish(correction(stamp))
+        self.latency_pub.publish(diagnostic(stamp, '', 'latency/correction', 'correction',
+                                            {'stage': 'correction', 'stage_ms': '0.1', 'since_frame_ms': '0.2'}))
         self.chunk_pub.publish(chunk_to_msg(chunk_for(action), stamp, msg.header.frame_id))
         self.command_pub.publish(command_to_msg(action, stamp, msg.header.frame_id))
 

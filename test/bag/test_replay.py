@@ -191,3 +191,27 @@ def test_the_instruction_is_sent_again_until_its_embedding_comes_back():
     driver = _Driver(node, Executor(), ReplayConfig(rate=0.0, startup_timeout_s=5.0), stack=None)
     driver.instruction(String(data='reach the red target'))
     assert len(sent) == 3 and all(m.data == 'reach the red target' for m in sent)
+
+
+@pytest.mark.parametrize('pipeline, sends', [('parallel', 3), ('sequential', 3), ('flow_only', 1)])
+def test_the_warm_up_waits_for_the_monitor_as_well_as_the_command(pipeline, sends):
+    """The command can come back before the monitor has started: frames measured then would carry its start-up."""
+    from types import SimpleNamespace
+
+    from flow_rag_vla_ros.tools.replay import _Driver
+    from sensor_msgs.msg import Image
+
+    images = []
+    node = SimpleNamespace(commands={}, chunks={}, stage_latency={}, get_logger=lambda: None,
+                           state_pub=None, info_pub=None, image_pub=SimpleNamespace(publish=images.append))
+
+    class Executor:
+        def spin_once(self, timeout_sec):
+            stamp = images[-1].header.stamp.sec * 10**9 + images[-1].header.stamp.nanosec
+            node.commands.setdefault(stamp, (None, 0))  # the policy path answers the first send
+            if len(images) >= 3:  # the monitor only the third
+                node.stage_latency.setdefault('correction', []).append((stamp, 1.0, 2.0))
+
+    driver = _Driver(node, Executor(), ReplayConfig(rate=0.0, pipeline=pipeline, startup_timeout_s=5.0), stack=None)
+    driver.frame(Frame(stamp_ns=10**9, log_time_ns=0, image=Image()))
+    assert len(images) == sends and driver.answered

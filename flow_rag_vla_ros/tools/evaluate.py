@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from flow_rag_vla_ros.core.spec import TASKS
+from flow_rag_vla_ros.launcher import merged_params_file, parse_overrides
+from flow_rag_vla_ros.paths import config_path
 from flow_rag_vla_ros.tools.runner import RunSpec, run_stack
 from flow_rag_vla_ros.tools.sim import add_run_arguments
 
@@ -58,17 +60,25 @@ def failure_repetitions(episodes: list[dict], radius: float, same_type: bool = T
 
 
 def pipeline_spec(args, task: str, pipeline: str, memory_dir: str) -> RunSpec:
-    overrides = {'rag_monitor': {'directory': memory_dir}}
+    overrides = parse_overrides(args.set)
+    overrides.setdefault('rag_monitor', {})['directory'] = memory_dir
     if args.memory_seed:
         overrides['rag_monitor']['memory_import'] = args.memory_seed
     stack_pipeline = pipeline
     if pipeline == 'rag_only':  # the memory's corrections on top of a do-nothing baseline, no flow policy
-        overrides['flow_policy'] = {'baseline': 'zero'}
+        overrides.setdefault('flow_policy', {})['baseline'] = 'zero'
         stack_pipeline = 'parallel'
     return RunSpec(task=task, episodes=args.episodes, seed=args.seed, pipeline=stack_pipeline, layout=args.layout,
                    clock_mode='lockstep', scenario=args.scenario, situations=args.situations,
                    checkpoint=args.checkpoint,
                    backend=args.backend, params=args.params, overrides=overrides, log_dir=args.log_dir)
+
+
+def params_file(args, directory: str) -> str | Path | None:
+    """--params with the --set overrides applied (written into `directory` when there are any)."""
+    if not args.set:
+        return args.params
+    return merged_params_file(Path(args.params or config_path('stack.yaml')), parse_overrides(args.set), directory)
 
 
 def evaluate(args) -> dict:
@@ -81,9 +91,11 @@ def evaluate(args) -> dict:
         for pipeline in args.pipelines:
             if getattr(args, 'in_process', False):
                 from flow_rag_vla_ros.tools.inprocess import run_inprocess
-                r = run_inprocess(task, args.episodes, args.seed, pipeline, args.scenario, args.checkpoint,
-                                  args.backend or 'onnxruntime', params=args.params, situations=args.situations,
-                                  monitor={'memory_import': args.memory_seed} if args.memory_seed else None)
+                with tempfile.TemporaryDirectory(prefix='flow_rag_vla_params_') as tmp:
+                    r = run_inprocess(task, args.episodes, args.seed, pipeline, args.scenario, args.checkpoint,
+                                      args.backend or 'onnxruntime', params=params_file(args, tmp),
+                                      situations=args.situations,
+                                      monitor={'memory_import': args.memory_seed} if args.memory_seed else None)
             else:
                 with tempfile.TemporaryDirectory(prefix='flow_rag_vla_memory_') as memory_dir:
                     r = run_stack(pipeline_spec(args, task, pipeline, memory_dir))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from flow_rag_vla_ros.core.spec import TASKS
+from flow_rag_vla_ros.launcher import parse_overrides
 from flow_rag_vla_ros.tools.runner import PIPELINES, RunSpec, run_stack
 
 RECORD_BEFORE_START = ('/camera/image_raw', '/robot/ee_state', '/vla/action_chunk', '/robot/command')
@@ -24,6 +25,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--scenario', default='', help='failure-injection scenario')
     p.add_argument('--params', default=None, help='params YAML (default: config/stack.yaml)')
     p.add_argument('--log-dir', default=None, help='write each node process log here')
+    p.add_argument('--set', nargs='*', default=[], metavar='NODE.PARAM=VALUE',
+                   help='parameter overrides on top of --params (e.g. flow_policy.noise_scale=1.0)')
 
 
 def register(subparsers) -> None:
@@ -38,7 +41,8 @@ def register(subparsers) -> None:
 def spec_from_args(args: argparse.Namespace, **extra) -> RunSpec:
     return RunSpec(task=args.task, episodes=args.episodes, seed=args.seed, layout=args.layout,
                    clock_mode=args.clock_mode, checkpoint=args.checkpoint, backend=args.backend,
-                   scenario=args.scenario, params=args.params, log_dir=args.log_dir, **extra)
+                   scenario=args.scenario, params=args.params, overrides=parse_overrides(args.set),
+                   log_dir=args.log_dir, **extra)
 
 
 def print_results(result: dict) -> None:

@@ -1,4 +1,11 @@
-from flow_rag_vla_ros.tools.evaluate import failure_repetitions, markdown
+from flow_rag_vla_ros.cli import build_parser
+from flow_rag_vla_ros.core.config import load_node_parameters
+from flow_rag_vla_ros.tools.evaluate import failure_repetitions, markdown, params_file, pipeline_spec
+
+
+def _args(*extra):
+    argv = ['eval', '--task', 'push', *extra]
+    return build_parser(argv).parse_args(argv)
 
 
 def _ep(success, failure_type='', state=(0.0, 0.0)):
@@ -33,3 +40,14 @@ def test_markdown_names_the_recurring_situations():
     assert '| push | parallel | 0.50 | 1 | 2 | 3 |' in markdown(report)
     assert 'initial states' not in markdown(report)
     assert 'cycling through 10 initial states (seeds 3..12)' in markdown({**report, 'situations': 10})
+
+
+def test_set_overrides_reach_the_node_graph_and_the_in_process_run(tmp_path):
+    args = _args('--set', 'flow_policy.noise_scale=0.5', 'rag_monitor.directory=/elsewhere')
+    spec = pipeline_spec(args, 'push', 'rag_only', str(tmp_path / 'memory'))
+    assert spec.overrides['flow_policy'] == {'noise_scale': 0.5, 'baseline': 'zero'}
+    assert spec.overrides['rag_monitor']['directory'] == str(tmp_path / 'memory')  # each run's own memory wins
+    merged = params_file(args, str(tmp_path))
+    assert load_node_parameters(merged, 'flow_policy')['noise_scale'] == 0.5
+    assert load_node_parameters(merged, 'flow_policy')['checkpoint']  # the rest of stack.yaml is kept
+    assert params_file(_args('--params', 'x.yaml'), str(tmp_path)) == 'x.yaml'  # no --set: the file as given

@@ -78,10 +78,10 @@ def load_config(directory: str | os.PathLike) -> FlowPolicyConfig:
 
 # config fields that change how actions are sampled, not what the weights mean: a checkpoint can be re-derived
 # with other values without retraining
-SAMPLER_FIELDS = ('num_steps', 'method')
+SAMPLER_FIELDS = ('num_steps', 'method', 'noise_scale')
 
 
-def derive_checkpoint(source: str | os.PathLike, out: str | os.PathLike, **sampler: int | str) -> Path:
+def derive_checkpoint(source: str | os.PathLike, out: str | os.PathLike, **sampler: int | float | str) -> Path:
     """Copy checkpoint `source` to a new directory `out` with other sampler settings (`SAMPLER_FIELDS`, e.g.
     num_steps=5): same weights, normaliser and instruction cache; config.json records what it derives from.
     Why: fewer integration steps is the cheapest latency knob, and its cost in success must be measured on

@@ -51,6 +51,9 @@ class FlowPolicyConfig:
     # flow matching
     num_steps: int = param(10, 'integration steps in sample_actions')
     method: str = param('euler', 'euler | heun')
+    # < 1 draws closer to the typical chunk of the learned distribution (vla_v6 on Push: README "Task success")
+    noise_scale: float = param(1.0, "sample_actions' starting noise std (its temperature): 1 = as trained, "
+                                    '0 = the ODE from zero noise')
     time_distribution: str = param('beta', 'training time sampling: beta (pi0 Beta(1.5,1)) | uniform')
 
     def __post_init__(self):
@@ -66,6 +69,7 @@ class FlowPolicyConfig:
         require(0.0 <= self.dropout < 1.0, 'dropout in [0, 1)')
         require(self.horizon >= 1 and self.num_steps >= 1, 'horizon and num_steps must be >= 1')
         require(self.method in ('euler', 'heun'), "method must be 'euler' or 'heun'")
+        require(self.noise_scale >= 0, 'noise_scale must be >= 0')
         require(self.time_distribution in ('beta', 'uniform'), "time_distribution must be 'beta' or 'uniform'")
 
     @property

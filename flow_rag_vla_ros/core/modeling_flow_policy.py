@@ -246,10 +246,13 @@ class FlowPolicy(nn.Module):
 
     def sample_actions(self, visual_tokens: torch.Tensor, proprio: torch.Tensor, language: torch.Tensor,
                        noise: torch.Tensor, steps: int | None = None, method: str | None = None) -> torch.Tensor:
-        """Integrate from noise (t=1) to actions (t=0); returns raw actions (B, H, A)."""
+        """Integrate from noise (t=1) to actions (t=0); returns raw actions (B, H, A). `noise` is standard normal;
+        the sampler starts from it times `config.noise_scale`."""
         c = self.config
         b = self._check_inputs(visual_tokens, proprio, language)
         _check(noise, (b, c.horizon, c.action_dim), 'noise')
+        if c.noise_scale != 1.0:  # (1.0 leaves the exported graphs of earlier checkpoints as they were)
+            noise = noise * c.noise_scale  # (B, H, A)
         cache = self.context_kv(visual_tokens, proprio, language)
         x = fm.integrate(lambda x, t: self.velocity(x, t, cache), noise, steps or c.num_steps, method or c.method)
         return unnormalize(x, self.action_mean, self.action_std)

@@ -1,6 +1,7 @@
 """`flow-rag-vla export`: ONNX export of a checkpoint (vision.onnx + policy.onnx + export.json), verified
 against PyTorch on random and real inputs; a bad export is refused (exit code 1, nothing written).
-`--num-steps K` / `--method M` first derive a new checkpoint in `--out` (same weights, other sampler).
+`--num-steps K` / `--method M` / `--noise-scale S` first derive a new checkpoint in `--out` (same weights, other
+sampler).
 `--int8-errors OUT.json` then measures, on recorded frames of `--dataset`, how far the actions move when
 each group of the expert's MatMuls is quantised alone (`core/backends/quantize.py: group_errors`)."""
 from __future__ import annotations
@@ -22,6 +23,8 @@ def register(subparsers) -> None:
                    help='sampler integration steps for a derived checkpoint written to --out (0 = keep)')
     p.add_argument('--method', choices=('euler', 'heun'), default='',
                    help='sampler integration method for a derived checkpoint written to --out (default: keep)')
+    p.add_argument('--noise-scale', type=float, default=None,
+                   help="sampler's starting noise std for a derived checkpoint written to --out (default: keep)")
     p.add_argument('--int8-errors', default='', metavar='JSON',
                    help='also write per-group int8 action errors on --dataset frames here')
     p.add_argument('--int8-task', default='push', help='--int8-errors: the dataset task whose frames are used')
@@ -64,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ckpt = resolve_checkpoint(args.checkpoint)
     sampler = {k: v for k, v in (('num_steps', args.num_steps), ('method', args.method)) if v}
+    if args.noise_scale is not None:
+        sampler['noise_scale'] = args.noise_scale
     if sampler:  # same weights, another sampler: a new checkpoint directory, exported below
         from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
         if not args.out:
-            print('export refused: --num-steps / --method write a derived checkpoint; give it a new --out',
-                  file=sys.stderr)
+            print('export refused: --num-steps / --method / --noise-scale write a derived checkpoint; '
+                  'give it a new --out', file=sys.stderr)
             return 2
         try:
             ckpt = derive_checkpoint(ckpt, args.out, **sampler)

@@ -96,8 +96,34 @@ def test_derived_checkpoint_samples_with_the_new_steps_and_the_same_weights(tmp_
     assert (out / 'instructions.safetensors').read_bytes() == (source / 'instructions.safetensors').read_bytes()
 
 
+def test_noise_scale_scales_the_noise_the_sampler_starts_from(tmp_path):
+    """A derived checkpoint at noise_scale s samples from standard-normal noise exactly as its source does from
+    s times that noise; 0 makes the chunk independent of the noise."""
+    from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
+    from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
+    source = make_tiny_checkpoint(tmp_path / 'src')
+    original = load_checkpoint(source)
+    cooler = load_checkpoint(derive_checkpoint(source, tmp_path / 'half', noise_scale=0.5))
+    frozen = load_checkpoint(derive_checkpoint(source, tmp_path / 'zero', noise_scale=0.0))
+    assert original.config.noise_scale == 1.0 and cooler.config.noise_scale == 0.5
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(1, 3, original.config.image_size, original.config.image_size, generator=g)
+    noise = torch.randn(1, original.config.horizon, 4, generator=g)
+    other = torch.randn(1, original.config.horizon, 4, generator=g)
+    lang = torch.randn(1, 384, generator=g)
+    with torch.no_grad():
+        tokens = original.vision(images)
+        sample = lambda m, n: m.sample_actions(tokens, torch.ones(1, 7), lang, n)  # noqa: E731
+        assert torch.equal(sample(cooler, noise), sample(original, noise * 0.5))
+        assert not torch.allclose(sample(cooler, noise), sample(original, noise))
+        assert torch.equal(sample(frozen, noise), sample(frozen, other))
+        assert torch.equal(sample(frozen, noise), sample(original, torch.zeros_like(noise)))
+
+
 @pytest.mark.parametrize('changes, error', [({'d_model': 64}, 'not sampler settings'),
-                                            ({'num_steps': 0}, 'num_steps')])
+                                            ({'num_steps': 0}, 'num_steps'),
+                                            ({'noise_scale': -0.5}, 'noise_scale')])
+
 def test_derive_refuses_what_would_need_retraining_or_is_invalid(tmp_path, changes, error):
     from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
     from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint

@@ -95,10 +95,11 @@ def derive_checkpoint(source: str | os.PathLike, out: str | os.PathLike, **sampl
     if out.exists():
         raise FileExistsError(f'{out} exists')
     doc = json.loads((source / CONFIG_FILE).read_text())
-    before = {k: doc['config'].get(k) for k in sampler}
+    before = {k: getattr(from_dict(FlowPolicyConfig, doc['config']), k) for k in sampler}  # a default if unrecorded
     doc['config'].update(sampler)
     from_dict(FlowPolicyConfig, doc['config'])  # validates (e.g. num_steps >= 1) before anything is written
-    doc.setdefault('extra', {})['derived_from'] = {'checkpoint': str(source), 'changed': {
+    recorded = os.path.relpath(source) if source.resolve().is_relative_to(Path.cwd()) else str(source)
+    doc.setdefault('extra', {})['derived_from'] = {'checkpoint': recorded, 'changed': {
         k: {'from': before[k], 'to': v} for k, v in sampler.items()}}
     out.mkdir(parents=True)
     for name in (MODEL_FILE, INSTRUCTIONS_FILE):

@@ -102,8 +102,13 @@ def test_noise_scale_scales_the_noise_the_sampler_starts_from(tmp_path):
     from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
     from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint
     source = make_tiny_checkpoint(tmp_path / 'src')
+    doc = json.loads((source / 'config.json').read_text())
+    del doc['config']['noise_scale']  # a checkpoint from before the setting existed
+    (source / 'config.json').write_text(json.dumps(doc))
     original = load_checkpoint(source)
     cooler = load_checkpoint(derive_checkpoint(source, tmp_path / 'half', noise_scale=0.5))
+    assert json.loads((tmp_path / 'half' / 'config.json').read_text())['extra']['derived_from']['changed'] == \
+        {'noise_scale': {'from': 1.0, 'to': 0.5}}
     frozen = load_checkpoint(derive_checkpoint(source, tmp_path / 'zero', noise_scale=0.0))
     assert original.config.noise_scale == 1.0 and cooler.config.noise_scale == 0.5
     g = torch.Generator().manual_seed(5)

@@ -109,6 +109,8 @@ train)
     $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 \
         --json "$OUT/noise_scale/sim_${task}_vla_v6_ns025.json"
   done
+  $FRV sim --task push --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 --pipeline flow_only \
+      --json "$OUT/noise_scale/sim_push_flow_only_vla_v6_ns025.json"
   # experiment, not shipped: the same plus vla_v5's DAgger-relabelled rollouts (the first, naive labelling's
   # results are docs/results/dagger/*_naive*; its code is commit 5796c4d)
   $FRV train --config config/train_vla_v6.yaml --relabelled-data data/dagger_v5 --out models/vla_v6_dagger &&

@@ -86,13 +86,17 @@ train)
   # the shipped multi-task model: vla_v6's weights sampling from noise of std 0.25 (docs/results/noise_scale);
   # the scale chosen on seeds 7000-7049 among 1, 0.5 and 0.25
   mkdir -p "$OUT/noise_scale/sweep_seed7000" "$OUT/rag_revisits/vla_v6_ns025"
-  for s in 0.5 0.25; do
+  for s in 0.5 0.25 0.125 0.0; do
     rm -rf "/tmp/vla_v6_noise$s" && $FRV export --checkpoint models/vla_v6 --noise-scale $s --out "/tmp/vla_v6_noise$s"
   done
-  for cs in models/vla_v6:1.0 /tmp/vla_v6_noise0.5:0.5 /tmp/vla_v6_noise0.25:0.25; do for task in reach push pick_and_place; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes 50 --seed 7000 --checkpoint "${cs%:*}" --backend onnxruntime \
-        --pipelines flow_only --json "$OUT/noise_scale/sweep_seed7000/${task}_seed7000_noise${cs#*:}.json"
-  done; done
+  for cs in models/vla_v6:1.0 /tmp/vla_v6_noise0.5:0.5 /tmp/vla_v6_noise0.25:0.25 /tmp/vla_v6_noise0.125:0.125; do
+    for task in reach push pick_and_place; do
+      OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes 50 --seed 7000 --checkpoint "${cs%:*}" \
+          --backend onnxruntime --pipelines flow_only --json "$OUT/noise_scale/sweep_seed7000/${task}_seed7000_noise${cs#*:}.json"
+    done
+  done
+  OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed 7000 --checkpoint /tmp/vla_v6_noise0.0 \
+      --backend onnxruntime --pipelines flow_only --json "$OUT/noise_scale/sweep_seed7000/push_seed7000_noise0.0.json"
   $FRV export --checkpoint models/vla_v6 --noise-scale 0.25 --out models/vla_v6_ns025 --int8 --dataset data/demos_2cam_base
   five_sets models/vla_v6_ns025 vla_v6_ns025 "$OUT/noise_scale"
   for tsn in reach:5000:100 push:0:100; do

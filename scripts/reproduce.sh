@@ -109,6 +109,17 @@ train)
         --checkpoint models/vla_v6_ns025 --pipelines flow_only parallel \
         --json "$OUT/rag_revisits/vla_v6_ns025/${scenario}_seed$seed.json"
   done; done
+  D="$OUT/rag_revisits/node_graph_vla_v6_ns025" && mkdir -p "$D"  # the same through the node graph
+  for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do
+    $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+        --checkpoint models/vla_v6_ns025 --pipelines parallel --json "$D/${scenario}_seed$seed.json"
+  done; done
+  for run in 2 3; do for ss in heavy_cube:0 slippery_zone:0 slippery_zone:100; do  # the closest three, twice more
+    $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" \
+        --checkpoint models/vla_v6_ns025 --pipelines parallel --json "$D/${ss%:*}_seed${ss#*:}_$run.json"
+  done; done
+  $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v6_ns025 \
+      --pipelines flow_only --json "$D/heavy_cube_seed0_flow_only.json"
   for task in pick_and_place push; do  # through the node graph (lockstep, parallel)
     $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 \
         --json "$OUT/noise_scale/sim_${task}_vla_v6_ns025.json"

@@ -233,20 +233,15 @@ class _Driver:
         if not self.answered:  # the stack may still be loading: re-send until it answers (like the sim)
             self.warm_up_stamps.add(stamp)
             deadline = time.monotonic() + self.config.startup_timeout_s
-            while not self.spin_until(answered, 0.5):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f'the stack did not answer the first frame within '
-                                       f'{self.config.startup_timeout_s} s')
-                self.send_frame(frame, stamp)
+            if not self._resend_until(answered, frame, stamp, deadline):
+                raise TimeoutError(f'the stack did not answer the first frame within '
+                                   f'{self.config.startup_timeout_s} s')
             # the monitor answers beside the command path, so a command says nothing about it: wait for its first
             # verdict too, or its start-up lands in the measured frames (a bench run's 15 parallel frames had no
             # 'correction' record at all, and p99 243 ms)
-            if self.config.pipeline != 'flow_only':
-                while not self.spin_until(self.monitor_answered, 0.5):
-                    if time.monotonic() > deadline:
-                        self.logger.warning('the monitor gave no verdict during the warm-up; going on')
-                        break
-                    self.send_frame(frame, stamp)
+            if self.config.pipeline != 'flow_only' and not self._resend_until(self.monitor_answered, frame, stamp,
+                                                                               deadline):
+                self.logger.warning('the monitor gave no verdict during the warm-up; going on')
             self.answered = True
             warmed_up = getattr(self.stack, 'warmed_up', None)  # e.g. the bench starts counting CPU time here
             if warmed_up is not None:
@@ -259,6 +254,15 @@ class _Driver:
         if not self.spin_until(answered, self.config.command_timeout_s):
             self.unanswered += 1
             self.logger.warning(f'no command for frame {frame.stamp_ns} (published as {stamp})')
+
+    def _resend_until(self, done, frame: Frame, stamp: int, deadline: float) -> bool:
+        """Spin until `done()`, sending the frame again every 0.5 s (the stack may still be loading); False once
+        `deadline` (time.monotonic) has passed."""
+        while not self.spin_until(done, 0.5):
+            if time.monotonic() > deadline:
+                return False
+            self.send_frame(frame, stamp)
+        return True
 
     def monitor_answered(self) -> bool:
         """The monitor has published a verdict (its 'correction' latency record) for a warm-up frame."""

@@ -82,6 +82,13 @@ def params_file(args, directory: str) -> str | Path | None:
 
 
 def evaluate(args) -> dict:
+    if not getattr(args, 'in_process', False):  # the node graph takes --set as RunSpec overrides (pipeline_spec)
+        return _evaluate(args, args.params)
+    with tempfile.TemporaryDirectory(prefix='flow_rag_vla_params_') as tmp:  # in-process: one merged params file
+        return _evaluate(args, params_file(args, tmp))
+
+
+def _evaluate(args, inprocess_params) -> dict:
     from flow_rag_vla_ros.tools.bench import machine
     tasks = args.tasks or [args.task]
     report: dict = {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed,
@@ -91,11 +98,9 @@ def evaluate(args) -> dict:
         for pipeline in args.pipelines:
             if getattr(args, 'in_process', False):
                 from flow_rag_vla_ros.tools.inprocess import run_inprocess
-                with tempfile.TemporaryDirectory(prefix='flow_rag_vla_params_') as tmp:
-                    r = run_inprocess(task, args.episodes, args.seed, pipeline, args.scenario, args.checkpoint,
-                                      args.backend or 'onnxruntime', params=params_file(args, tmp),
-                                      situations=args.situations,
-                                      monitor={'memory_import': args.memory_seed} if args.memory_seed else None)
+                r = run_inprocess(task, args.episodes, args.seed, pipeline, args.scenario, args.checkpoint,
+                                  args.backend or 'onnxruntime', params=inprocess_params, situations=args.situations,
+                                  monitor={'memory_import': args.memory_seed} if args.memory_seed else None)
             else:
                 with tempfile.TemporaryDirectory(prefix='flow_rag_vla_memory_') as memory_dir:
                     r = run_stack(pipeline_spec(args, task, pipeline, memory_dir))

@@ -128,7 +128,6 @@ def test_noise_scale_scales_the_noise_the_sampler_starts_from(tmp_path):
 @pytest.mark.parametrize('changes, error', [({'d_model': 64}, 'not sampler settings'),
                                             ({'num_steps': 0}, 'num_steps'),
                                             ({'noise_scale': -0.5}, 'noise_scale')])
-
 def test_derive_refuses_what_would_need_retraining_or_is_invalid(tmp_path, changes, error):
     from flow_rag_vla_ros.core.checkpoint import derive_checkpoint
     from flow_rag_vla_ros.tools.testing import make_tiny_checkpoint

@@ -156,6 +156,10 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
                 counts['corrections_proposed'] += 1
                 act_merger.on_correction(stamp, _as_merger_correction(proposal), stamp + latency_ns)
             command = act_merger.on_chunk(stamp, chunk, stamp)
+            if command is None and act_merger.pending_deadline_ns() is not None:
+                # alarm_wait_ms: the chunk waits for a correction of its frame, and none will come (this frame's
+                # verdict is already in); the merger node's deadline timer releases it then (_arm_deadline)
+                command, path = act_merger.tick(act_merger.pending_deadline_ns()), 'deadline'
             mon.observe_chunk(stamp, chunk)
         elif pipeline == 'sequential':
             command = act_merger.on_chunk(stamp, chunk, stamp)

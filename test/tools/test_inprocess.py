@@ -81,3 +81,36 @@ def test_same_seed_gives_identical_results(policy):
     assert a['per_episode'] == b['per_episode']
     assert (a['corrections_used'], a['corrections_proposed'], a['memory_cases']) == \
            (b['corrections_used'], b['corrections_proposed'], b['memory_cases'])
+
+
+class _AlternatingRisk:
+    """A monitor that flags a risk on every other frame and has nothing to say on the others."""
+
+    def __init__(self, monitor: RagMonitor):
+        self.monitor, self.calls = monitor, 0
+
+    def assess(self, stamp, tokens, proprio, language, chunk=None):
+        self.calls += 1
+        if self.calls % 2:
+            return None
+        from flow_rag_vla_ros.core.memory.corrections import Correction
+        return Correction(chunk=np.zeros((8, 4), np.float32), confidence=1.0, failure_type='timeout', case_id=0,
+                          similarity=1.0, source='transform')
+
+    def __getattr__(self, name):
+        return getattr(self.monitor, name)
+
+
+def test_a_chunk_waiting_for_a_correction_is_released_at_its_deadline(policy):
+    """alarm_wait_ms: after a flagged frame the next chunk waits for its own correction. When none comes, the
+    merger node's deadline timer releases it; the in-process loop must too, not leave the robot without a command
+    (a held step the node graph never takes, and which broke the success memory's replays)."""
+    _, backend, language = policy
+    monitor = RagMonitor(MonitorConfig(learn=False), MemoryConfig())
+    try:
+        r = run_inprocess('push', 1, 0, 'parallel', '', policy_backend=backend, language=language,
+                          rag_monitor=_AlternatingRisk(monitor), merger={'alarm_wait_ms': 20.0}, max_steps=8)
+    finally:
+        monitor.close()
+    assert r['per_episode'][0]['held_steps'] == 0
+    assert r['command_paths'].get('deadline', 0) >= 3  # every unflagged frame after a flagged one

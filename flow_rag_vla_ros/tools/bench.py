@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument('--backend', default='')
     p.add_argument('--backends', nargs='+', default=['torch', 'onnxruntime', 'onnxruntime-int8',
                                                       'torch-cudagraph', 'tensorrt'])
-    p.add_argument('--set', nargs='*', default=[], metavar='NODE.PARAM=VALUE',
+    p.add_argument('--set', nargs='*', action='extend', default=[], metavar='NODE.PARAM=VALUE',
                    help='stack parameter overrides for the replay and stack sections (A/B runs)')
     p.add_argument('--retrieval-sizes', nargs='+', type=int, default=[10_000, 100_000])
     p.add_argument('--iters', type=int, default=300, help='backend timing iterations')

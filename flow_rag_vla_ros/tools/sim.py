@@ -25,7 +25,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--scenario', default='', help='failure-injection scenario')
     p.add_argument('--params', default=None, help='params YAML (default: config/stack.yaml)')
     p.add_argument('--log-dir', default=None, help='write each node process log here')
-    p.add_argument('--set', nargs='*', default=[], metavar='NODE.PARAM=VALUE',
+    p.add_argument('--set', nargs='*', action='extend', default=[], metavar='NODE.PARAM=VALUE',
                    help='parameter overrides on top of --params (e.g. flow_policy.noise_scale=1.0)')
 
 

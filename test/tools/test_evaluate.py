@@ -51,3 +51,12 @@ def test_set_overrides_reach_the_node_graph_and_the_in_process_run(tmp_path):
     assert load_node_parameters(merged, 'flow_policy')['noise_scale'] == 0.5
     assert load_node_parameters(merged, 'flow_policy')['checkpoint']  # the rest of stack.yaml is kept
     assert params_file(_args('--params', 'x.yaml'), str(tmp_path)) == 'x.yaml'  # no --set: the file as given
+
+
+def test_repeated_set_flags_add_up():
+    """`--set A --set B` keeps both (argparse's nargs='*' alone kept only the last flag's values)."""
+    args = _args('--set', 'flow_policy.noise_scale=0.5', '--set', 'rag_monitor.top_k=3', 'action_merger.deadline_ms=20')
+    assert args.set == ['flow_policy.noise_scale=0.5', 'rag_monitor.top_k=3', 'action_merger.deadline_ms=20']
+    assert _args().set == []
+    bench = build_parser(['bench']).parse_args(['bench', '--set', 'a.b=1', '--set', 'c.d=2'])
+    assert bench.set == ['a.b=1', 'c.d=2']

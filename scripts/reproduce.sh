@@ -126,6 +126,9 @@ train)
   done
   $FRV sim --task push --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 --pipeline flow_only \
       --json "$OUT/noise_scale/sim_push_flow_only_vla_v6_ns025.json"
+  # do the frozen tokens say where the Push cube and target are? linear probes at three trunk depths (stop 22)
+  mkdir -p "$OUT/token_probe"
+  .venv/bin/python scripts/probe_visual_tokens.py --data data/demos_2cam_base --json "$OUT/token_probe/push_positions.json"
   # experiment, not shipped: the same plus vla_v5's DAgger-relabelled rollouts (the first, naive labelling's
   # results are docs/results/dagger/*_naive*; its code is commit 5796c4d)
   $FRV train --config config/train_vla_v6.yaml --relabelled-data data/dagger_v5 --out models/vla_v6_dagger &&

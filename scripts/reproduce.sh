@@ -109,6 +109,12 @@ train)
         --checkpoint models/vla_v6_ns025 --pipelines flow_only parallel \
         --json "$OUT/rag_revisits/vla_v6_ns025/${scenario}_seed$seed.json"
   done; done
+  mkdir -p "$OUT/rag_revisits/vla_v6_ns025_seed200"  # a third set of situations (stop 22)
+  for scenario in heavy_cube slippery_zone external_push; do
+    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed 200 \
+        --checkpoint models/vla_v6_ns025 --pipelines flow_only parallel \
+        --json "$OUT/rag_revisits/vla_v6_ns025_seed200/${scenario}_seed200.json"
+  done
   D="$OUT/rag_revisits/node_graph_vla_v6_ns025" && mkdir -p "$D"  # the same through the node graph
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do
     $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \

@@ -295,7 +295,7 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop19.json"  # bench_stop1[4-8].json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop22.json"  # bench_stop1[4-9].json, bench_stop21.json, bench.json: earlier stops
   # bench_stop19_before_alarm_wait.json: the same command at commit 3796bdb (before alarm_wait_ms)
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)

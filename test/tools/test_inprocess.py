@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from flow_rag_vla_ros.core.memory import FailureCase, MemoryConfig
-from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
+from flow_rag_vla_ros.core.memory.corrections import Correction, CorrectionConfig
 from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
 from flow_rag_vla_ros.tools.inprocess import run_inprocess
 
@@ -93,7 +93,6 @@ class _AlternatingRisk:
         self.calls += 1
         if self.calls % 2:
             return None
-        from flow_rag_vla_ros.core.memory.corrections import Correction
         return Correction(chunk=np.zeros((8, 4), np.float32), confidence=1.0, failure_type='timeout', case_id=0,
                           similarity=1.0, source='transform')
 

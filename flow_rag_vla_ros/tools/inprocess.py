@@ -156,10 +156,6 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
                 counts['corrections_proposed'] += 1
                 act_merger.on_correction(stamp, _as_merger_correction(proposal), stamp + latency_ns)
             command = act_merger.on_chunk(stamp, chunk, stamp)
-            if command is None and act_merger.pending_deadline_ns() is not None:
-                # alarm_wait_ms: the chunk waits for a correction of its frame, and none will come (this frame's
-                # verdict is already in); the merger node's deadline timer releases it then (_arm_deadline)
-                command, path = act_merger.tick(act_merger.pending_deadline_ns()), 'deadline'
             mon.observe_chunk(stamp, chunk)
         elif pipeline == 'sequential':
             command = act_merger.on_chunk(stamp, chunk, stamp)
@@ -170,10 +166,13 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
                 if latency_ns <= deadline_ns:
                     c = act_merger.on_correction(stamp, _as_merger_correction(proposal), stamp + latency_ns)
                     command, path = (c, 'correction') if c is not None else (command, path)
-            if command is None:
-                command, path = act_merger.tick(stamp + deadline_ns), 'deadline'
         else:
             command = act_merger.on_chunk(stamp, chunk, stamp)
+        release_ns = act_merger.pending_deadline_ns()
+        if command is None and release_ns is not None:
+            # the chunk still waits for a correction of its frame (sequential; parallel's alarm_wait_ms), and none
+            # will come: this frame's verdict is in. The merger node's deadline timer releases it then (_arm_deadline)
+            command, path = act_merger.tick(release_ns), 'deadline'
         if command is None:
             return None
         if mon is not None:

@@ -86,7 +86,7 @@ def main() -> None:
             tokens = torch.cat([encoder(b) for b in x_images.split(64)])  # (M, N, C)
         x = tokens.flatten(1).numpy().astype(np.float64)  # (M, N*C)
         x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-        row = {'tokens': list(tokens.shape[1:]), 'rmse_cm': {}, 'median_error_cm': {}, 'alpha': {}}
+        row = {'tokens': list(tokens.shape[1:]), 'rmse_cm': {}, 'median_error_cm': {}, 'alpha': {}, 'fit_s': 0.0}
         for name, target in y.items():
             model = RidgeCV(alphas=np.logspace(0, 6, 13))
             started = time.perf_counter()
@@ -95,7 +95,6 @@ def main() -> None:
             row['rmse_cm'][name] = float(np.sqrt((err ** 2).mean()))
             row['median_error_cm'][name] = float(np.median(err))
             row['alpha'][name] = float(model.fit(x, target).alpha_)
-            row.setdefault('fit_s', 0.0)
             row['fit_s'] += time.perf_counter() - started
         report['depths'][str(depth)] = row
         print(f'blocks {depth:2d} tokens {row["tokens"]}: ' + ', '.join(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,6 +115,9 @@ def _make_replayer(context):
             self.bad_outputs: list[str] = []
             # stage -> [(frame stamp, time inside the node ms, camera stamp -> stage output ms)]
             self.stage_latency: dict[str, list[tuple[int, float, float]]] = {}
+            # stamp -> how the merger released the frame's first command: chunk (on arrival), correction (a wait
+            # for the monitor ended by its verdict), deadline (the wait ran out), tick (queue / hold)
+            self.command_paths: dict[int, str] = {}
             self.create_subscription(DiagnosticArray, LATENCY_TOPIC, self.on_latency, qos.EVENTS)
             self.create_subscription(JointState, COMMAND, self.on_command, qos.RELIABLE)
             self.create_subscription(JointTrajectory, CHUNK, self.on_chunk, qos.RELIABLE)
@@ -151,6 +155,8 @@ def _make_replayer(context):
                 kv = key_values(status)
                 self.stage_latency.setdefault(kv.get('stage', ''), []).append(
                     (stamp, float(kv['stage_ms']), float(kv['since_frame_ms'])))
+                if kv.get('stage') == 'command' and 'path' in kv:
+                    self.command_paths.setdefault(stamp, kv['path'])
 
         def on_embedding(self, msg):
             self.embedding_labels.update(d.label for d in msg.layout.dim)
@@ -359,9 +365,8 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
     alarms = {back[s] for s in node.alarms if s in back}
     latency = [(t - driver.sent_ns[s]) / 1e6 for s, (_, t) in node.commands.items() if s in driver.sent_ns]
     # restamp: a frame's stamp is its (first) publish time, so this is camera stamp -> command received here
-    stamp_latency = [(t - s) / 1e6 for s, (_, t) in node.commands.items()
-                     if s in back and s not in driver.warm_up_stamps] \
-        if config.stamps == 'restamp' else []
+    replayed_stamps = [s for s in node.commands if s in back and s not in driver.warm_up_stamps]
+    stamp_latency = [(node.commands[s][1] - s) / 1e6 for s in replayed_stamps] if config.stamps == 'restamp' else []
     # per-stage latency of the replayed frames (the warm-up re-sends measure model loading, not the stack)
     stage_latency = {stage: [v for v in timed if v[0] in back and v[0] not in driver.warm_up_stamps]
                      for stage, timed in node.stage_latency.items()}
@@ -390,6 +395,11 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
         'since_frame_ms': {stage: latency_summary([v[2] for v in timed]) for stage, timed in stage_latency.items()},
         'recorded_latency_ms': latency_summary(recorded_latency),
         'bad_outputs': node.bad_outputs[:20],
+        'command_paths': dict(Counter(node.command_paths[s] for s in replayed_stamps if s in node.command_paths)),
+        # the samples behind the summaries above, for pooling runs (`bench --rounds`)
+        'samples_ms': {'stamp_to_command': stamp_latency,
+                       'stage': {stage: [v[1] for v in timed] for stage, timed in stage_latency.items()},
+                       'since_frame': {stage: [v[2] for v in timed] for stage, timed in stage_latency.items()}},
     }
 
 

@@ -42,7 +42,7 @@ from flow_rag_vla_ros.core.safety import SafetyFilter, chunk_problem
 from flow_rag_vla_ros.core.spec import ACTION_DIM, CONTROL_DT
 
 STATES = ('ok', 'hold_stale', 'hold_invalid')
-REJECT_REASONS = ('none', 'stale', 'late', 'low_confidence', 'no_overlap')
+REJECT_REASONS = ('none', 'stale', 'late', 'all_clear', 'low_confidence', 'no_overlap')
 
 
 def verdict_label(used: bool, reason: str) -> str:
@@ -157,6 +157,8 @@ def correction_verdict(frame_stamp_ns: int, correction: Correction | None, deadl
         return 'stale'
     if correction.arrival_ns > correction.source_stamp_ns + deadline_ns:
         return 'late'
+    if not correction.failure_type and correction.confidence <= 0:
+        return 'all_clear'  # the monitor's verdict that nothing is wrong (it ends a wait for the verdict)
     if correction.confidence < threshold:
         return 'low_confidence'
     return ''

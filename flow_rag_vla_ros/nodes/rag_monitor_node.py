@@ -22,7 +22,8 @@ from trajectory_msgs.msg import JointTrajectory
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.core.memory import MemoryConfig
 from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
-from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
+from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor, all_clear_due
+from flow_rag_vla_ros.core.spec import ACTION_DIM
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, limit_native_threads, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, episode_events, msg_to_chunk,
@@ -96,6 +97,7 @@ class RagMonitorNode(StackNode):
         self.create_subscription(JointTrajectory, t.chunk_topic, self.on_chunk, qos.RELIABLE)
         self.create_subscription(JointState, t.command_topic, self.on_command, qos.RELIABLE)
         self.create_subscription(DiagnosticArray, t.events_topic, self.on_event, qos.EVENTS)
+        self.alarmed = False  # the last verdict sent was an alarm (retrieval thread only)
         self.running = True
         self.worker = threading.Thread(target=self._work, name='rag_retrieval', daemon=True)
         self.worker.start()
@@ -198,10 +200,12 @@ class RagMonitorNode(StackNode):
             self.correction_pub.publish(correction_to_msg(CorrectionMsg(
                 stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
                 proposal.similarity, proposal.case_id, proposal.source), frame_id))
-        elif self.topics.mode == 'sequential' and chunk is not None:
-            # the merger holds this frame's chunk for our verdict: say "all clear" rather than let it
-            # wait out the deadline (confidence 0 is never blended in)
-            self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, chunk, 0.0, '', 0.0, -1), frame_id))
+        elif all_clear_due(self.topics.mode, chunk is not None, self.alarmed):
+            # the merger may hold this frame's chunk for our verdict: say "all clear" rather than let it wait
+            # out its deadline (confidence 0 is never blended in)
+            clear = chunk if chunk is not None else np.zeros((self.monitor.memory_config.horizon, ACTION_DIM), np.float32)
+            self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, clear, 0.0, '', 0.0, -1), frame_id))
+        self.alarmed = proposal is not None and bool(proposal.failure_type) and proposal.confidence > 0
 
     def close(self) -> None:
         self.running = False

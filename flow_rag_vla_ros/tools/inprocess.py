@@ -8,8 +8,9 @@
                               base = the latest chunk the monitor has seen (rag_monitor_node, parallel mode)
       -> chunk = backend.act(tokens, proprio, language, frame_noise(noise_seed, tokens, (H, 4)))
                  (rag_only: zeros, like flow_policy baseline='zero')   (flow_policy_node)
-      -> merger.on_correction(stamp_k, proposal) then merger.on_chunk(stamp_k, chunk)   (action_merger_node)
+      -> merger.on_correction(stamp_k, verdict) then merger.on_chunk(stamp_k, chunk)   (action_merger_node)
          sequential: merger.on_chunk (waits) -> assess with this chunk -> on_correction or the deadline tick
+         verdict: the proposal, else an all-clear where the node sends one (core.monitor.all_clear_due)
       -> monitor.observe_chunk(stamp_k, chunk)
       -> env.step(command)  (a missing command = hold: zero motion, gripper unchanged, like the sim node)
     events: monitor.on_event('start', '', {task, episode, seed}), merger.restart(last stamp) at each reset;
@@ -98,7 +99,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     and the configs.
     """
     from flow_rag_vla_ros.core.merger import ActionMerger, verdict_label
-    from flow_rag_vla_ros.core.monitor import RagMonitor
+    from flow_rag_vla_ros.core.monitor import RagMonitor, all_clear_due
     from flow_rag_vla_ros.nodes.runtime import checkpoint_cameras, frame_noise, resolve_checkpoint
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
 
@@ -138,6 +139,22 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     command_paths: dict[str, int] = {}
     verdicts: dict[str, int] = {}
 
+    alarmed = [False]  # the monitor's last verdict was an alarm (rag_monitor_node's `alarmed`)
+
+    def monitor_verdict(stamp, tokens, proprio, chunk):
+        """What the monitor node sends for this frame: its proposal, an all-clear (`all_clear_due`), or None."""
+        proposal = mon.assess(stamp, tokens, proprio, language, chunk)
+        was_alarmed, alarmed[0] = alarmed[0], proposal is not None and bool(proposal.failure_type) \
+            and proposal.confidence > 0
+        if proposal is not None:
+            counts['corrections_proposed'] += 1
+            return _as_merger_correction(proposal)
+        if all_clear_due('sequential' if pipeline == 'sequential' else 'parallel', chunk is not None, was_alarmed):
+            clear = chunk if chunk is not None else np.zeros(shape, np.float32)
+            return argparse.Namespace(chunk=clear, confidence=0.0, failure_type='', similarity=0.0, case_id=-1,
+                                      source='')
+        return None
+
     def control(obs):
         """One frame through the stack -> the command (float32 (4,)) or None (no command: the sim holds)."""
         frame[0] += 1
@@ -151,21 +168,18 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
                                np.float32)
         command, path = None, 'chunk'
         if pipeline in ('parallel', 'rag_only'):
-            proposal = mon.assess(stamp, tokens, proprio, language, None)
-            if proposal is not None:
-                counts['corrections_proposed'] += 1
-                act_merger.on_correction(stamp, _as_merger_correction(proposal), stamp + latency_ns)
+            verdict = monitor_verdict(stamp, tokens, proprio, None)
+            if verdict is not None:
+                act_merger.on_correction(stamp, verdict, stamp + latency_ns)
             command = act_merger.on_chunk(stamp, chunk, stamp)
             mon.observe_chunk(stamp, chunk)
         elif pipeline == 'sequential':
             command = act_merger.on_chunk(stamp, chunk, stamp)
             mon.observe_chunk(stamp, chunk)
-            proposal = mon.assess(stamp, tokens, proprio, language, chunk)
-            if proposal is not None:
-                counts['corrections_proposed'] += 1
-                if latency_ns <= deadline_ns:
-                    c = act_merger.on_correction(stamp, _as_merger_correction(proposal), stamp + latency_ns)
-                    command, path = (c, 'correction') if c is not None else (command, path)
+            verdict = monitor_verdict(stamp, tokens, proprio, chunk)
+            if verdict is not None and latency_ns <= deadline_ns:
+                c = act_merger.on_correction(stamp, verdict, stamp + latency_ns)
+                command, path = (c, 'correction') if c is not None else (command, path)
         else:
             command = act_merger.on_chunk(stamp, chunk, stamp)
         release_ns = act_merger.pending_deadline_ns()

@@ -108,6 +108,9 @@ def test_verdict_is_a_pure_function():
     assert correction_verdict(S, c, 5 * MS, 0.8) == 'late'
     assert correction_verdict(S, c, 25 * MS, 0.95) == 'low_confidence'
     assert correction_verdict(S, None, 25 * MS, 0.8) == 'none'
+    clear = Correction(S, const(0.0), 0.0, '', arrival_ns=S + 10 * MS)
+    assert correction_verdict(S, clear, 25 * MS, 0.8) == 'all_clear'
+    assert correction_verdict(S, clear, 25 * MS, 0.0) == 'all_clear'  # never blended, whatever the threshold
 
 
 # -- parallel pipeline: a correction after the chunk ---------------------------------------------------------
@@ -167,7 +170,7 @@ def test_wait_mode_ends_on_an_all_clear_verdict_without_blending_it():
     assert m.on_chunk(S, const(0.5), S + 10 * MS) is None
     cmd = m.on_correction(S, corr(const(0.5), confidence=0.0, failure_type=''), S + 12 * MS)  # "all clear"
     assert (cmd.state, cmd.source_stamp_ns, cmd.record.used_correction) == ('ok', S, False)
-    assert cmd.record.reason == 'low_confidence' and cmd.action[0] == 0.5
+    assert cmd.record.reason == 'all_clear' and cmd.action[0] == 0.5
 
 
 def test_wait_mode_does_not_wait_when_it_cannot_help():
@@ -201,6 +204,17 @@ def test_after_an_alarm_a_chunk_without_correction_goes_at_frame_stamp_plus_the_
     assert m.tick(S + DT + 20 * MS - 1).record.frame_stamp_ns == S  # still the previous frame's queue
     cmd = m.tick(S + DT + 20 * MS)
     assert (cmd.source_stamp_ns, cmd.record.used_correction, cmd.record.reason) == (S + DT, False, 'stale')
+
+
+def test_after_an_alarm_an_all_clear_releases_the_chunk_at_once_and_ends_the_streak():
+    m = _alarmed()
+    assert m.on_chunk(S + DT, const(0.5), S + DT + 10 * MS) is None
+    cmd = m.on_correction(S + DT, corr(const(0.0), confidence=0.0, failure_type=''), S + DT + 11 * MS)
+    assert (cmd.source_stamp_ns, cmd.record.used_correction, cmd.record.reason) == (S + DT, False, 'all_clear')
+    waited_out = _alarmed()
+    waited_out.on_chunk(S + DT, const(0.5), S + DT + 10 * MS)
+    np.testing.assert_array_equal(cmd.action, waited_out.tick(S + DT + 20 * MS).action)  # the same command, 9 ms sooner
+    assert m.on_chunk(S + 2 * DT, const(0.5), S + 2 * DT + 10 * MS).state == 'ok'  # no alarm now: no wait
 
 
 def test_no_wait_without_a_usable_correction_on_the_previous_frame_or_with_the_wait_off():

@@ -199,3 +199,11 @@ def test_a_success_memory_export_seeds_another_robot(tmp_path):
                         MemoryConfig(similarity_threshold=0.95))
     assert len(seeded.successes) == 3 and len(seeded.memory) == 0
     np.testing.assert_allclose(_replay_at(seeded, 0.2).chunk[:2, 0], [0.1, 0.2], atol=1e-6)
+
+
+def test_all_clear_is_due_where_the_merger_waits_for_a_verdict():
+    from flow_rag_vla_ros.core.monitor import all_clear_due
+    assert all_clear_due('sequential', has_chunk=True, alarmed_before=False)
+    assert not all_clear_due('sequential', has_chunk=False, alarmed_before=True)  # no chunk waits for it
+    assert all_clear_due('parallel', has_chunk=False, alarmed_before=True)
+    assert not all_clear_due('parallel', has_chunk=False, alarmed_before=False)

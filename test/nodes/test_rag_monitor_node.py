@@ -172,3 +172,35 @@ def test_retrieval_thread_starts_no_openmp_workers():
     env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
     result = subprocess.run([sys.executable, '-c', OPENMP_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('mode', ['parallel', 'sequential'])
+def test_verdicts_the_merger_waits_for_are_always_sent(mode):
+    """Parallel: after an alarm the merger holds the next chunk for that frame's verdict (alarm_wait_ms), so a frame
+    with nothing to report gets an all-clear then, and only then. Sequential: every frame's chunk waits, so every
+    frame gets a verdict."""
+    import numpy as np
+
+    from flow_rag_vla_ros.core.memory.corrections import Correction
+    from flow_rag_vla_ros.nodes.conversions import msg_to_correction
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = RagMonitorNode(context=context, parameter_overrides=[Parameter('mode', value=mode)])
+    sent = []
+    node.correction_pub.publish = lambda msg: sent.append(msg_to_correction(msg))
+    alarm = Correction(chunk=np.full((8, 4), 0.2, np.float32), confidence=0.9, failure_type='timeout', case_id=3,
+                       similarity=0.99, source='transform')
+    chunk = np.full((8, 4), 0.1, np.float32) if mode == 'sequential' else None
+    try:
+        for stamp, proposal in [(1, None), (2, alarm), (3, None), (4, None)]:
+            node._publish_verdict(stamp, 'camera', chunk, proposal)
+        verdicts = [(c.source_stamp_ns, c.is_alarm) for c in sent]
+        if mode == 'parallel':
+            assert verdicts == [(2, True), (3, False)]  # the all-clear ends the alarm; frame 4 needs nothing
+            assert sent[1].confidence == 0.0 and sent[1].failure_type == '' and sent[1].chunk.shape == (8, 4)
+        else:
+            assert verdicts == [(1, False), (2, True), (3, False), (4, False)]
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -100,16 +100,23 @@ class _AlternatingRisk:
         return getattr(self.monitor, name)
 
 
-def test_a_chunk_waiting_for_a_correction_is_released_at_its_deadline(policy):
-    """alarm_wait_ms: after a flagged frame the next chunk waits for its own correction. When none comes, the
-    merger node's deadline timer releases it; the in-process loop must too, not leave the robot without a command
-    (a held step the node graph never takes, and which broke the success memory's replays)."""
+def test_a_chunk_waiting_for_a_correction_gets_an_all_clear_or_is_released_at_its_deadline(policy):
+    """alarm_wait_ms: after a flagged frame the next chunk waits for its own verdict. The monitor node sends an
+    all-clear when it has nothing to say after an alarm, which releases the chunk at once; the in-process loop
+    must send it too. When no verdict can come in time (sequential, corrections slower than the deadline), the
+    merger node's deadline timer releases the chunk; the in-process loop must too, not leave the robot without a
+    command (a held step the node graph never takes, and which broke the success memory's replays)."""
     _, backend, language = policy
     monitor = RagMonitor(MonitorConfig(learn=False), MemoryConfig())
     try:
         r = run_inprocess('push', 1, 0, 'parallel', '', policy_backend=backend, language=language,
                           rag_monitor=_AlternatingRisk(monitor), merger={'alarm_wait_ms': 20.0}, max_steps=8)
+        late = run_inprocess('push', 1, 0, 'sequential', '', policy_backend=backend, language=language,
+                             rag_monitor=monitor, correction_latency_ms=30.0, max_steps=8)
     finally:
         monitor.close()
     assert r['per_episode'][0]['held_steps'] == 0
-    assert r['command_paths'].get('deadline', 0) >= 3  # every unflagged frame after a flagged one
+    assert r['correction_verdicts'].get('all_clear', 0) >= 3  # every unflagged frame after a flagged one
+    assert 'deadline' not in r['command_paths']
+    assert late['per_episode'][0]['held_steps'] == 0
+    assert set(late['command_paths']) == {'deadline'}

@@ -316,10 +316,11 @@ def print_table(result: dict) -> None:
         console.print(t)
     if 'backends' in result:
         t = Table(title='policy step = vision + full K-step sampling (ms), backends timed in alternation')
-        for c in ('requested', 'used', 'p50', 'p99', 'torch p50 / p50'):
+        for c in ('requested', 'used', 'p50', 'p99', 'torch p50 / p50', 'encode / act p50, paced'):
             t.add_column(c)
         for name, r in result['backends'].items():
             pm = r.get('policy_ms') or {}
+            paced = [r.get(k, {}).get('p50') for k in ('encode_ms_paced', 'act_ms_paced')]
             t.add_row(name, str(r.get('used', name)), fmt(pm.get('p50')), fmt(pm.get('p99')),
-                      fmt(r.get('speedup_vs_torch')))
+                      fmt(r.get('speedup_vs_torch')), ' / '.join(fmt(v) for v in paced) if any(paced) else '-')
         console.print(t)

@@ -2,7 +2,7 @@
 
 `benchmark_backends(checkpoint_dir, names, iters, warmup)` ->
     {name: {'used', 'device', 'policy_ms': {'p50', 'p99', 'mean'}, 'encode_ms': {...}, 'act_ms': {...},
-            'speedup_vs_torch'}}
+            'encode_ms_paced': {..., 'period_ms'}, 'act_ms_paced': {...}, 'speedup_vs_torch'}}
 Each requested backend is loaded strictly (no fallback), so a number is always the named backend's; an
 unavailable one reports `{'available': False, 'reason': ...}`. Inputs are fixed (seeded) so every backend
 sees the same frames.
@@ -62,10 +62,27 @@ def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: i
     return {name: summarize(v) for name, v in samples.items()}
 
 
+def time_paced(fns: dict[str, Callable[[], object]], iters: int, period_s: float) -> dict:
+    """Time each callable once per `period_s` (sleeping in between), the callables in turn: how a node calls its
+    model, once per camera frame. On the 2-core VM the same ONNX Runtime sampler takes ~2.1 ms back to back
+    and ~4 ms when called every 50 ms (stop 23): caches and the vCPU go cold in between."""
+    samples = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            time.sleep(period_s)
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: summarize(v) for name, v in samples.items()}
+
+
 def benchmark_backends(checkpoint_dir: str | Path, names: Sequence[str], iters: int = 300, warmup: int = 20,
-                       threads: int = 1, device: str = 'cpu', **opts) -> dict:
+                       threads: int = 1, device: str = 'cpu', paced_period_ms: float = 50.0, paced_iters: int = 60,
+                       **opts) -> dict:
     """Every available backend is timed in alternation with the others (`time_interleaved`), so their ratios
-    (`speedup_vs_torch`: torch p50 / this backend's p50) compare like with like."""
+    (`speedup_vs_torch`: torch p50 / this backend's p50) compare like with like. With `paced_period_ms` > 0,
+    `encode_ms_paced` / `act_ms_paced` time the same calls once per that period (`time_paced`), as the nodes
+    make them."""
     results, loaded = {}, {}
     for name in names:
         try:
@@ -85,6 +102,11 @@ def benchmark_backends(checkpoint_dir: str | Path, names: Sequence[str], iters: 
     for key in ('policy_ms', 'encode_ms', 'act_ms'):
         for name, summary in time_interleaved({n: c[key] for n, c in calls.items()}, iters, warmup).items():
             results[name][key] = summary
+    if paced_period_ms > 0 and paced_iters > 0:
+        for key in ('encode_ms', 'act_ms'):
+            paced = time_paced({n: c[key] for n, c in calls.items()}, paced_iters, paced_period_ms / 1e3)
+            for name, summary in paced.items():
+                results[name][f'{key}_paced'] = {**summary, 'period_ms': paced_period_ms}
     if 'torch' in loaded:
         for name in loaded:
             results[name]['speedup_vs_torch'] = results['torch']['policy_ms']['p50'] / results[name]['policy_ms']['p50']

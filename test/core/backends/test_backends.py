@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -159,12 +160,15 @@ def test_missing_export_is_exported_on_the_fly(ckpt, standin_loaders):
 
 
 def test_benchmark_backends_reports_every_requested_backend(ckpt, standin_loaders):
-    res = benchmark_backends(ckpt, ['torch', 'onnxruntime', 'tensorrt'], iters=5, warmup=1)
+    res = benchmark_backends(ckpt, ['torch', 'onnxruntime', 'tensorrt'], iters=5, warmup=1, paced_period_ms=2.0,
+                             paced_iters=3)
     for name in ('torch', 'onnxruntime'):
         r = res[name]
         assert r['used'] == name
         for key in ('policy_ms', 'encode_ms', 'act_ms'):
             assert 0 < r[key]['p50'] <= r[key]['p99'] and r[key]['n'] == 5
+        for key in ('encode_ms_paced', 'act_ms_paced'):  # once per period, as a node calls them
+            assert r[key]['n'] == 3 and r[key]['p50'] > 0 and r[key]['period_ms'] == 2.0
     assert res['torch']['speedup_vs_torch'] == 1.0
     assert res['onnxruntime']['speedup_vs_torch'] == pytest.approx(
         res['torch']['policy_ms']['p50'] / res['onnxruntime']['policy_ms']['p50'])
@@ -208,3 +212,14 @@ def test_cuda_request_without_gpu_ends_on_cpu_torch(ckpt, standin_loaders, monke
         backend = load_policy_backend('torch-cudagraph', ckpt, device='cuda')
     assert (backend.name, backend.device) == ('torch', 'cpu')
     assert len(_warnings(caplog)) == 1 and 'on cpu' in _warnings(caplog)[0].getMessage()
+
+
+def test_time_paced_sleeps_a_period_before_each_call_and_times_only_the_call():
+    from flow_rag_vla_ros.core.backends.bench import time_paced
+    stamps = []
+    fns = {name: (lambda name=name: stamps.append((name, time.perf_counter()))) for name in ('a', 'b')}
+    res = time_paced(fns, iters=3, period_s=0.01)
+    assert [n for n, _ in stamps] == ['a', 'b'] * 3  # in turn
+    gaps = np.diff([t for _, t in stamps])
+    assert (gaps >= 0.01).all()  # a period of sleep before every call
+    assert res['a']['n'] == 3 and res['a']['p99'] < 5  # the sleep is not in the sample (ms)

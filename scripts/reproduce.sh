@@ -295,7 +295,22 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop22.json"  # bench_stop1[4-9].json, bench_stop21.json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop23.json"  # bench_stop1[4-9].json, bench_stop2[12].json, bench.json: earlier stops
+  # stop 23, the monitor's all-clear after an alarm (docs/results/all_clear_ab): before = c76373f (pooled rounds, no
+  # all-clear), after = 0e7b769; the paced backend timings at d023a92 (this command, any later commit)
+  ROOT=$PWD; A="$ROOT/$OUT/all_clear_ab"; mkdir -p "$A"
+  git worktree add -f /tmp/frv_before c76373f && git worktree add -f /tmp/frv_after 0e7b769
+  (cd /tmp/frv_before
+   "$ROOT/$FRV" bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --json "$A/before_replay_3_rounds.json"
+   "$ROOT/$FRV" bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 2 --pipelines flow_only parallel \
+       --json "$A/before_replay_2_rounds_paths.json")
+  (cd /tmp/frv_after
+   "$ROOT/$FRV" bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --json "$A/after_replay_3_rounds.json"
+   "$ROOT/$FRV" bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 5 --pipelines flow_only parallel \
+       --json "$A/after_replay_5_rounds.json")
+  git worktree remove --force /tmp/frv_before; git worktree remove --force /tmp/frv_after
+  $FRV bench --sections backends --checkpoint models/reach_v2 --iters 200 --backends onnxruntime onnxruntime-int8 \
+      --json "$A/backends_paced.json"
   # bench_stop19_before_alarm_wait.json: the same command at commit 3796bdb (before alarm_wait_ms)
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)

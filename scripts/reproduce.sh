@@ -311,6 +311,15 @@ bench)
   git worktree remove --force /tmp/frv_before; git worktree remove --force /tmp/frv_after
   $FRV bench --sections backends --checkpoint models/reach_v2 --iters 200 --backends onnxruntime onnxruntime-int8 \
       --json "$A/backends_paced.json"
+  # stop 23, pinning (docs/results/cpu_affinity_ab), alternated: the policy path on CPU 0 and the monitor on CPU 1, or free
+  mkdir -p "$OUT/cpu_affinity_ab"
+  for i in 1 2; do
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --set 'vision_encoder.cpu_affinity=[0]' 'flow_policy.cpu_affinity=[0]' 'action_merger.cpu_affinity=[0]' \
+        'rag_monitor.cpu_affinity=[1]' --json "$OUT/cpu_affinity_ab/pinned_$i.json"
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --json "$OUT/cpu_affinity_ab/free_$i.json"
+  done
   # bench_stop19_before_alarm_wait.json: the same command at commit 3796bdb (before alarm_wait_ms)
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)

@@ -28,8 +28,13 @@ class NodeProcessConfig:
                                     "(rclpy.experimental.EventsExecutor, C++) | single_threaded (rclpy's "
                                     "SingleThreadedExecutor). Composed nodes share the launcher's executor")
 
+    cpu_affinity: list[int] = param([], 'CPUs every thread of the node may run on when it runs as its own process '
+                                        '(main()); empty = any. E.g. the policy path on one core and the monitor '
+                                        'on another. Composed nodes share the launcher process: not applied')
+
     def __post_init__(self):
         require(self.executor in EXECUTORS, f'executor {self.executor!r} must be one of {EXECUTORS}')
+        require(all(c >= 0 for c in self.cpu_affinity), f'cpu_affinity {self.cpu_affinity} has a negative CPU')
 
 
 def now_ns() -> int:
@@ -89,6 +94,21 @@ def limit_native_threads() -> dict[str, int]:
     return {info['internal_api']: info['num_threads'] for info in threadpool_info()}
 
 
+def pin_process(node: Node) -> None:
+    """Every thread of this process (executor, DDS, workers) on the node's `cpu_affinity` CPUs; threads started
+    later inherit it. A CPU this machine lacks gets a clear error, and the node runs unpinned."""
+    cpus = set(getattr(getattr(node, 'process_config', None), 'cpu_affinity', None) or ())
+    if not cpus:
+        return
+    try:
+        for task in os.listdir('/proc/self/task'):
+            os.sched_setaffinity(int(task), cpus)
+    except (OSError, AttributeError) as e:  # a CPU not present / not Linux
+        node.get_logger().error(f'could not pin the process to CPUs {sorted(cpus)}: {e!r}; running unpinned')
+        return
+    node.get_logger().info(f'pinned to CPUs {sorted(cpus)}')
+
+
 def spin(node: Node) -> None:
     """Spin `node` on the executor its `executor` parameter names until the context shuts down."""
     wanted = getattr(getattr(node, 'process_config', None), 'executor', 'events')
@@ -122,6 +142,7 @@ def run_node(factory: Callable[[], Node], args=None, on_created: Callable[[Node]
     try:
         node = factory()  # loads the native libraries (faiss, onnxruntime, ...) the node uses
         node.get_logger().debug(f'native thread pools: {limit_native_threads()}')
+        pin_process(node)
         if on_created is not None:
             on_created(node)
         spin(node)

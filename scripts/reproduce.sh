@@ -115,6 +115,12 @@ train)
         --checkpoint models/vla_v6_ns025 --pipelines flow_only parallel \
         --json "$OUT/rag_revisits/vla_v6_ns025_seed200/${scenario}_seed200.json"
   done
+  mkdir -p "$OUT/rag_revisits/misalignment_speed_up"  # stop 23: speed up after a misalignment (not adopted)
+  for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100 200; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+        --checkpoint models/vla_v6_ns025 --pipelines parallel --set rag_monitor.misalignment_scale=1.5 \
+        --json "$OUT/rag_revisits/misalignment_speed_up/${scenario}_seed$seed.json"
+  done; done
   D="$OUT/rag_revisits/node_graph_vla_v6_ns025" && mkdir -p "$D"  # the same through the node graph
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do
     $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \

@@ -121,25 +121,31 @@ def run_expert_episode(env, task: str, seed: int, expert_config=None) -> Episode
 _WORKER_ENV = None
 
 
-def _worker_init(sim_config: dict) -> None:
-    global _WORKER_ENV
+_WORKER_EXPERT = None
+
+
+def _worker_init(sim_config: dict, expert_config: dict | None = None) -> None:
+    global _WORKER_ENV, _WORKER_EXPERT
     from flow_rag_vla_ros.core.config import from_dict
+    from flow_rag_vla_ros.sim.experts import ExpertConfig
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
     _WORKER_ENV = PandaEnv(from_dict(SimConfig, sim_config))
+    _WORKER_EXPERT = from_dict(ExpertConfig, expert_config or {})
 
 
 def _worker_episode(job: tuple[str, int, int]) -> dict:
     out_dir, index, seed = job
-    ep = run_expert_episode(_WORKER_ENV, _WORKER_ENV.task, seed)
+    ep = run_expert_episode(_WORKER_ENV, _WORKER_ENV.task, seed, _WORKER_EXPERT)
     write_episode(out_dir, ep, index)
     return {'success': ep.success, 'failure_type': ep.failure_type, 'steps': len(ep.actions)}
 
 
 def collect(task: str, episodes: int, seed: int, out_dir: str | os.PathLike, sim_config=None,
-            progress: bool = True, workers: int = 1) -> dict:
+            progress: bool = True, workers: int = 1, expert_config=None) -> dict:
     """Run the expert for `episodes` episodes (episode i uses seed + i) and write them under out_dir.
 
-    Returns this task's stats (also merged into meta.json). workers > 1 runs one env per process.
+    Returns this task's stats (also merged into meta.json, with the expert settings when not the defaults).
+    workers > 1 runs one env per process.
     """
     from flow_rag_vla_ros.sim.panda_env import DEFAULT_MAX_STEPS, SimConfig
     from tqdm import tqdm
@@ -149,14 +155,15 @@ def collect(task: str, episodes: int, seed: int, out_dir: str | os.PathLike, sim
     jobs = [(str(out_dir), i, seed + i) for i in range(episodes)]
     bar = tqdm(total=episodes, desc=f'collect {task}', disable=not progress, unit='ep')
     results = []
+    expert = asdict(expert_config) if expert_config is not None else {}
     if workers <= 1:
-        _worker_init(cfg)
+        _worker_init(cfg, expert)
         for job in jobs:
             results.append(_worker_episode(job))
             bar.update()
     else:
         import multiprocessing as mp
-        with mp.get_context('spawn').Pool(workers, _worker_init, (cfg,)) as pool:
+        with mp.get_context('spawn').Pool(workers, _worker_init, (cfg, expert)) as pool:
             for r in pool.imap_unordered(_worker_episode, jobs, chunksize=4):
                 results.append(r)
                 bar.update()
@@ -165,6 +172,8 @@ def collect(task: str, episodes: int, seed: int, out_dir: str | os.PathLike, sim
     stats = {'episodes': episodes, 'successes': ok, 'expert_success_rate': ok / max(episodes, 1),
              'steps': int(sum(r['steps'] for r in results)), 'seed': seed,
              'failure_types': dict(Counter(r['failure_type'] for r in results if not r['success']))}
+    if expert:
+        stats['expert'] = expert
     update_meta(out_dir, task, stats, image_size=cfg['image_size'], cameras=list(cfg['cameras']),
                 fov_deg=cfg['fov_deg'], max_steps=cfg['max_steps'] or DEFAULT_MAX_STEPS, scenario=cfg['scenario'])
     return stats

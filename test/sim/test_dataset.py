@@ -50,6 +50,20 @@ def test_collect_writes_episodes_and_meta(tmp_path):
     collect('push', 1, 0, tmp_path, SimConfig(task='push', image_size=32), progress=False)
     assert load_meta(tmp_path)['task_list'] == ['reach', 'push']
     assert len(list(iter_episodes(tmp_path))) == 4
+    assert 'expert' not in load_meta(tmp_path)['tasks']['push']  # the default expert: nothing to record
+
+
+def test_collect_records_non_default_expert_settings(tmp_path):
+    from flow_rag_vla_ros.cli import main
+    from flow_rag_vla_ros.sim.experts import ExpertConfig
+    tolerant = ExpertConfig(push_line_tolerance_m=0.04, push_lateral_gain=0.3)
+    collect('push', 1, 0, tmp_path, SimConfig(task='push', image_size=32), progress=False, expert_config=tolerant)
+    expert = load_meta(tmp_path)['tasks']['push']['expert']
+    assert expert['push_line_tolerance_m'] == 0.04 and expert['push_lateral_gain'] == 0.3
+    with pytest.raises(SystemExit, match='FIELD=VALUE'):
+        main(['collect', '--task', 'push', '--episodes', '1', '--out', str(tmp_path / 'x'), '--expert', 'gain'])
+    with pytest.raises(ValueError, match='unknown parameter'):
+        main(['collect', '--task', 'push', '--episodes', '1', '--out', str(tmp_path / 'x'), '--expert', 'speed=2'])
 
 
 def test_relabelled_chunks_round_trip_and_are_validated(tmp_path):

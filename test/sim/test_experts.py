@@ -52,3 +52,26 @@ def test_expert_config_validation_and_unknown_task():
         ExpertConfig(action_noise=-1)
     with pytest.raises(ValueError):
         make_expert('stack')
+    with pytest.raises(ValueError, match='push_lateral_gain'):
+        ExpertConfig(push_lateral_gain=1.5)
+
+
+def _pushing_state(lateral_m: float) -> dict:
+    """The ee low behind a cube on the table, `lateral_m` beside the cube -> goal line (along +x)."""
+    return {'ee_pos': np.array([0.0 - 0.04, lateral_m, 0.02]), 'object_pos': np.array([0.0, 0.0, 0.02]),
+            'goal_pos': np.array([0.15, 0.0, 0.02])}
+
+
+def test_push_line_tolerance_decides_between_pushing_and_lifting():
+    quiet = dict(action_noise=0.0, gain_range=(1.0, 1.0), offset_m=0.0)
+    state = _pushing_state(0.025)  # 2.5 cm off the line
+    strict = make_expert('push', np.random.default_rng(0), ExpertConfig(**quiet)).act(state)
+    tolerant = make_expert('push', np.random.default_rng(0),
+                           ExpertConfig(push_line_tolerance_m=0.04, **quiet)).act(state)
+    assert strict[2] > 0.5  # the default (1.5 cm) lifts to re-approach
+    assert tolerant[0] > 0 and abs(tolerant[2]) < 0.1  # 4 cm: keeps pushing toward the goal at the cube's height
+    # the sideways correction while pushing scales with push_lateral_gain
+    near = _pushing_state(0.01)
+    full, damped = (make_expert('push', np.random.default_rng(0),
+                                ExpertConfig(push_lateral_gain=g, **quiet)).act(near) for g in (1.0, 0.3))
+    assert full[1] < damped[1] < 0  # both steer back toward the line, the damped one less

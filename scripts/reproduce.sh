@@ -37,6 +37,20 @@ data)   # scripted-expert demonstrations (experts' own success rates land in met
   for tn in push:600 reach:600 pick_and_place:500; do
     $FRV collect --task ${tn%:*} --episodes ${tn#*:} --seed 1000 --out data/demos_2cam_base --cameras scene side --workers 2
   done
+  # vla_v7 (stop 23): vla_v6's episodes with Push from the perception-tolerant expert (Reach and PickAndPlace:
+  # vla_v6's own files; those experts ignore the Push settings, so collecting them again gives the same episodes)
+  $FRV collect --task push --episodes 600 --seed 1000 --out data/demos_push_robust --cameras scene side --workers 2 \
+      --expert push_line_tolerance_m=0.04 push_lateral_gain=0.3
+  mkdir -p data/demos_2cam_robust
+  ln -sfn ../demos_2cam_base/reach data/demos_2cam_robust/reach
+  ln -sfn ../demos_2cam_base/pick_and_place data/demos_2cam_robust/pick_and_place
+  ln -sfn ../demos_push_robust/push data/demos_2cam_robust/push
+  .venv/bin/python - <<'PY'
+import json
+base, robust = (json.load(open(f'data/{d}/meta.json')) for d in ('demos_2cam_base', 'demos_push_robust'))
+base['tasks']['push'] = robust['tasks']['push']
+json.dump(base, open('data/demos_2cam_robust/meta.json', 'w'), indent=2, sort_keys=True)
+PY
   # ... and vla_v5's own Push / Reach rollouts on new seeds, each state labelled with the expert's simulated next 8 actions
   for tns in push:400:200000 reach:150:210000; do
     IFS=: read -r task n seed <<< "$tns"
@@ -64,6 +78,18 @@ train)
   for m in vla_v3 vla_v5; do
     OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/$m \
         --backend onnxruntime --pipelines flow_only --json "$OUT/reach_data_scaling/reach_seed5000_100_$m.json"
+  done
+  # stop 23, experiment, not shipped: vla_v6's recipe with Push demonstrations from the perception-tolerant expert
+  # (docs/results/robust_push_expert; models/vla_v7* are not in git)
+  mkdir -p "$OUT/robust_push_expert"
+  $FRV train --config config/train_vla_v7.yaml && $FRV export --checkpoint models/vla_v7 --out models/vla_v7 --int8 \
+      --dataset data/demos_2cam_robust
+  $FRV export --checkpoint models/vla_v7 --noise-scale 0.25 --out models/vla_v7_ns025 --int8 --dataset data/demos_2cam_robust
+  for tsn in push:3000:50 push:5000:50 push:7000:50 push:0:100 pick_and_place:3000:50 pick_and_place:5000:50 \
+             pick_and_place:7000:50 reach:3000:50 reach:7000:50 reach:5000:100; do
+    IFS=: read -r task seed n <<< "$tsn"
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v7_ns025 \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/robust_push_expert/${task}_seed${seed}_${n}_vla_v7_ns025.json"
   done
   # the shipped multi-task model: vla_v5 trained 3,000 steps more on a demonstration subset (docs/results/dagger)
   mkdir -p "$OUT/dagger"
@@ -141,6 +167,9 @@ train)
   # do the frozen tokens say where the Push cube and target are? linear probes at three trunk depths (stop 22)
   mkdir -p "$OUT/token_probe"
   .venv/bin/python scripts/probe_visual_tokens.py --data data/demos_2cam_base --json "$OUT/token_probe/push_positions.json"
+  # stop 23: the Push expert with noisy cube / target positions (no rendering, ~10 min)
+  .venv/bin/python scripts/expert_perception_noise.py --episodes 200 --seed 3000 --experts 0.015:1.0 0.04:0.3 \
+      --json "$OUT/perception_noise/push_expert_seed3000_200.json"
   # experiment, not shipped: the same plus vla_v5's DAgger-relabelled rollouts (the first, naive labelling's
   # results are docs/results/dagger/*_naive*; its code is commit 5796c4d)
   $FRV train --config config/train_vla_v6.yaml --relabelled-data data/dagger_v5 --out models/vla_v6_dagger &&

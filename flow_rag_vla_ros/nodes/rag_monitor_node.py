@@ -203,7 +203,8 @@ class RagMonitorNode(StackNode):
         elif all_clear_due(self.topics.mode, chunk is not None, self.alarmed):
             # the merger may hold this frame's chunk for our verdict: say "all clear" rather than let it wait
             # out its deadline (confidence 0 is never blended in)
-            clear = chunk if chunk is not None else np.zeros((self.monitor.memory_config.horizon, ACTION_DIM), np.float32)
+            horizon = self.monitor.memory_config.horizon
+            clear = chunk if chunk is not None else np.zeros((horizon, ACTION_DIM), np.float32)  # (H, 4)
             self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, clear, 0.0, '', 0.0, -1), frame_id))
         self.alarmed = proposal is not None and bool(proposal.failure_type) and proposal.confidence > 0
 

@@ -346,6 +346,12 @@ bench)
   git worktree remove --force /tmp/frv_before; git worktree remove --force /tmp/frv_after
   $FRV bench --sections backends --checkpoint models/reach_v2 --iters 200 --backends onnxruntime onnxruntime-int8 \
       --json "$A/backends_paced.json"
+  # stop 23, retrieval after the chunk (docs/results/retrieval_after_chunk_ab), scratch: f498c4f with the pipeline's
+  # monitor mode made a default (runner.py: setdefault) and SCHED_IDLE in either mode (rag_monitor_node.py), run from
+  # that checkout as `python -m flow_rag_vla_ros.cli bench --sections replay --checkpoint models/reach_v2 --frames 300
+  # --rounds 3 --pipelines flow_only parallel --set rag_monitor.mode=sequential` twice; then the default:
+  $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+      --json "$OUT/retrieval_after_chunk_ab/default_3.json"
   # stop 23, pinning (docs/results/cpu_affinity_ab), alternated: the policy path on CPU 0 and the monitor on CPU 1, or free
   mkdir -p "$OUT/cpu_affinity_ab"
   for i in 1 2; do

@@ -45,6 +45,12 @@ STATES = ('ok', 'hold_stale', 'hold_invalid')
 REJECT_REASONS = ('none', 'stale', 'late', 'all_clear', 'low_confidence', 'no_overlap')
 
 
+def is_alarm(verdict) -> bool:
+    """A monitor verdict that flags a risk (a failure type with confidence > 0), as opposed to none or an
+    all-clear (which only ends a wait for the verdict)."""
+    return verdict is not None and bool(verdict.failure_type) and verdict.confidence > 0
+
+
 def verdict_label(used: bool, reason: str) -> str:
     """One command's correction outcome for counting: 'used', or why not (REJECT_REASONS; '' counts as 'none')."""
     return 'used' if used else (reason or 'none')

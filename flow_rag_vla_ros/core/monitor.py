@@ -97,6 +97,18 @@ def all_clear_due(mode: str, has_chunk: bool, alarmed_before: bool) -> bool:
     return has_chunk if mode == 'sequential' else alarmed_before
 
 
+def verdict_to_send(mode: str, proposal: Correction | None, chunk: np.ndarray | None, alarmed_before: bool,
+                    horizon: int) -> Correction | None:
+    """What the monitor sends for a frame: its proposal, else an all-clear where one is due (`all_clear_due`;
+    it carries the frame's chunk when the monitor has it, else zeros, (H, 4)), else nothing."""
+    if proposal is not None:
+        return proposal
+    if not all_clear_due(mode, chunk is not None, alarmed_before):
+        return None
+    clear = chunk if chunk is not None else np.zeros((horizon, ACTION_DIM), np.float32)  # (H, 4)
+    return Correction(chunk=clear, confidence=0.0, failure_type='', case_id=-1, similarity=0.0, source='')
+
+
 @dataclass
 class _Step:
     embedding: np.ndarray  # (D,)

@@ -10,6 +10,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from flow_rag_vla_ros.core.merger import is_alarm
 from flow_rag_vla_ros.core.spec import ACTION_DIM, ACTION_NAMES, CONTROL_DT, PROPRIO_DIM
 
 # proprio (7,) = [ee_x, ee_y, ee_z, ee_vx, ee_vy, ee_vz, finger_width] travels as a JointState of a
@@ -171,8 +172,8 @@ class CorrectionMsg:
 
     @property
     def is_alarm(self) -> bool:
-        """False for an all-clear verdict (no failure type, confidence 0), which only ends a sequential wait."""
-        return bool(self.failure_type) and self.confidence > 0
+        """False for an all-clear verdict (no failure type, confidence 0), which only ends a wait for the verdict."""
+        return is_alarm(self)
 
 
 def correction_to_msg(c: CorrectionMsg, frame_id: str) -> DiagnosticArray:

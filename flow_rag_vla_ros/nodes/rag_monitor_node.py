@@ -22,8 +22,8 @@ from trajectory_msgs.msg import JointTrajectory
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.core.memory import MemoryConfig
 from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
-from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor, all_clear_due
-from flow_rag_vla_ros.core.spec import ACTION_DIM
+from flow_rag_vla_ros.core.merger import is_alarm
+from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor, verdict_to_send
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, limit_native_threads, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, episode_events, msg_to_chunk,
@@ -196,17 +196,14 @@ class RagMonitorNode(StackNode):
                 self.get_logger().error(f'publishing the verdict for frame {stamp} failed: {e!r}')
 
     def _publish_verdict(self, stamp: int, frame_id: str, chunk, proposal) -> None:
-        if proposal is not None:
+        # no proposal: an all-clear where the merger may hold this frame's chunk for our verdict, rather than let it
+        # wait out its deadline (confidence 0 is never blended in)
+        verdict = verdict_to_send(self.topics.mode, proposal, chunk, self.alarmed, self.monitor.memory_config.horizon)
+        if verdict is not None:
             self.correction_pub.publish(correction_to_msg(CorrectionMsg(
-                stamp, proposal.chunk, proposal.confidence, proposal.failure_type,
-                proposal.similarity, proposal.case_id, proposal.source), frame_id))
-        elif all_clear_due(self.topics.mode, chunk is not None, self.alarmed):
-            # the merger may hold this frame's chunk for our verdict: say "all clear" rather than let it wait
-            # out its deadline (confidence 0 is never blended in)
-            horizon = self.monitor.memory_config.horizon
-            clear = chunk if chunk is not None else np.zeros((horizon, ACTION_DIM), np.float32)  # (H, 4)
-            self.correction_pub.publish(correction_to_msg(CorrectionMsg(stamp, clear, 0.0, '', 0.0, -1), frame_id))
-        self.alarmed = proposal is not None and bool(proposal.failure_type) and proposal.confidence > 0
+                stamp, verdict.chunk, verdict.confidence, verdict.failure_type,
+                verdict.similarity, verdict.case_id, verdict.source), frame_id))
+        self.alarmed = is_alarm(proposal)
 
     def close(self) -> None:
         self.running = False

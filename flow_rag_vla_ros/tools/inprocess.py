@@ -10,7 +10,7 @@
                  (rag_only: zeros, like flow_policy baseline='zero')   (flow_policy_node)
       -> merger.on_correction(stamp_k, verdict) then merger.on_chunk(stamp_k, chunk)   (action_merger_node)
          sequential: merger.on_chunk (waits) -> assess with this chunk -> on_correction or the deadline tick
-         verdict: the proposal, else an all-clear where the node sends one (core.monitor.all_clear_due)
+         verdict: the proposal, else an all-clear where the node sends one (core.monitor.verdict_to_send)
       -> monitor.observe_chunk(stamp_k, chunk)
       -> env.step(command)  (a missing command = hold: zero motion, gripper unchanged, like the sim node)
     events: monitor.on_event('start', '', {task, episode, seed}), merger.restart(last stamp) at each reset;
@@ -98,8 +98,8 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     pre-filled memory); otherwise they are built from `checkpoint` (default: the stack.yaml checkpoint)
     and the configs.
     """
-    from flow_rag_vla_ros.core.merger import ActionMerger, verdict_label
-    from flow_rag_vla_ros.core.monitor import RagMonitor, all_clear_due
+    from flow_rag_vla_ros.core.merger import ActionMerger, is_alarm, verdict_label
+    from flow_rag_vla_ros.core.monitor import RagMonitor, verdict_to_send
     from flow_rag_vla_ros.nodes.runtime import checkpoint_cameras, frame_noise, resolve_checkpoint
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
 
@@ -140,20 +140,16 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     verdicts: dict[str, int] = {}
 
     alarmed = [False]  # the monitor's last verdict was an alarm (rag_monitor_node's `alarmed`)
+    monitor_mode = 'sequential' if pipeline == 'sequential' else 'parallel'  # rag_monitor's `mode` in the graph
 
     def monitor_verdict(stamp, tokens, proprio, chunk):
-        """What the monitor node sends for this frame: its proposal, an all-clear (`all_clear_due`), or None."""
+        """What the monitor node sends for this frame (`verdict_to_send`), as the merger node receives it."""
         proposal = mon.assess(stamp, tokens, proprio, language, chunk)
-        was_alarmed, alarmed[0] = alarmed[0], proposal is not None and bool(proposal.failure_type) \
-            and proposal.confidence > 0
         if proposal is not None:
             counts['corrections_proposed'] += 1
-            return _as_merger_correction(proposal)
-        if all_clear_due('sequential' if pipeline == 'sequential' else 'parallel', chunk is not None, was_alarmed):
-            clear = chunk if chunk is not None else np.zeros(shape, np.float32)
-            return argparse.Namespace(chunk=clear, confidence=0.0, failure_type='', similarity=0.0, case_id=-1,
-                                      source='')
-        return None
+        verdict = verdict_to_send(monitor_mode, proposal, chunk, alarmed[0], mon.memory_config.horizon)
+        alarmed[0] = is_alarm(proposal)
+        return None if verdict is None else _as_merger_correction(verdict)
 
     def control(obs):
         """One frame through the stack -> the command (float32 (4,)) or None (no command: the sim holds)."""

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from flow_rag_vla_ros.core.memory import MemoryConfig
-from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
+from flow_rag_vla_ros.core.memory.corrections import Correction, CorrectionConfig
 from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor
 
 RNG = np.random.default_rng(0)
@@ -207,3 +207,18 @@ def test_all_clear_is_due_where_the_merger_waits_for_a_verdict():
     assert not all_clear_due('sequential', has_chunk=False, alarmed_before=True)  # no chunk waits for it
     assert all_clear_due('parallel', has_chunk=False, alarmed_before=True)
     assert not all_clear_due('parallel', has_chunk=False, alarmed_before=False)
+
+
+def test_verdict_to_send_is_the_proposal_else_an_all_clear_where_due():
+    from flow_rag_vla_ros.core.merger import is_alarm
+    from flow_rag_vla_ros.core.monitor import verdict_to_send
+    proposal = Correction(chunk=np.ones((8, 4), np.float32), confidence=0.9, failure_type='timeout', case_id=3,
+                          similarity=0.99, source='transform')
+    assert verdict_to_send('parallel', proposal, None, False, 8) is proposal and is_alarm(proposal)
+    assert verdict_to_send('parallel', None, None, False, 8) is None  # nothing flagged before: nothing to end
+    clear = verdict_to_send('parallel', None, None, True, 8)
+    assert not is_alarm(clear) and clear.confidence == 0.0 and clear.failure_type == ''
+    np.testing.assert_array_equal(clear.chunk, np.zeros((8, 4)))
+    chunk = np.full((8, 4), 0.1, np.float32)
+    np.testing.assert_array_equal(verdict_to_send('sequential', None, chunk, False, 8).chunk, chunk)
+    assert not is_alarm(None)

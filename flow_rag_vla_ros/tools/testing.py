@@ -1,7 +1,13 @@
-"""Small real artefacts for tests and smoke runs: a randomly initialised checkpoint in the shipped format."""
+"""Small real artefacts for tests and smoke runs: a randomly initialised checkpoint in the shipped format, and a
+stack node run as its own process."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -26,3 +32,24 @@ def make_tiny_checkpoint(directory: str | Path, seed: int = 0, **config_override
     instructions = {text: (v / np.linalg.norm(v)).astype(np.float32)
                     for text, v in ((t, rng.standard_normal(config.language_dim)) for t in INSTRUCTIONS.values())}
     return save_checkpoint(policy, Path(directory), instructions=instructions)
+
+
+@contextmanager
+def node_process(module: str, params: dict[str, str], log: Path, ready: bytes,
+                 timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
+    """A stack node run as its own process (`python -m MODULE --ros-args -p NAME:=VALUE ...`, its main() as
+    `ros2 launch` starts it), yielded once `ready` is in its log; terminated on exit. Fails with the log when
+    the process dies or `ready` does not come within `timeout_s`."""
+    args = [a for name, value in params.items() for a in ('-p', f'{name}:={value}')]
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *args], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while ready not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -26,24 +26,13 @@ def test_limit_native_threads_follows_omp_num_threads(monkeypatch, env, expected
 def test_cpu_affinity_pins_every_thread_of_a_node_process(tmp_path):
     """`cpu_affinity` as its own process: executor, DDS and worker threads all on the given CPUs."""
     import os
-    import subprocess
-    import sys
-    import time
+
+    from flow_rag_vla_ros.tools.testing import node_process
     cpu = max(os.sched_getaffinity(0))
-    log = tmp_path / 'merger.log'
-    with open(log, 'wb') as out:
-        proc = subprocess.Popen([sys.executable, '-m', 'flow_rag_vla_ros.nodes.action_merger_node', '--ros-args',
-                                 '-p', f'cpu_affinity:=[{cpu}]'], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while b'pinned to CPUs' not in log.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with node_process('flow_rag_vla_ros.nodes.action_merger_node', {'cpu_affinity': f'[{cpu}]'},
+                      tmp_path / 'merger.log', b'pinned to CPUs') as proc:
         tasks = os.listdir(f'/proc/{proc.pid}/task')
         assert len(tasks) > 2 and all(os.sched_getaffinity(int(t)) == {cpu} for t in tasks)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_cpu_affinity_refuses_a_negative_cpu():

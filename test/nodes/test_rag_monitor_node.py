@@ -78,22 +78,11 @@ def test_retrieval_thread_ends_quietly_when_the_context_shuts_down_under_it(monk
 
 def monitor_process_policies(tmp_path, mode: str) -> list[int]:
     """Start the monitor as its own process (its main(), as `ros2 launch` does); the policy of each thread."""
-    import subprocess
-    import sys
-    log = tmp_path / f'{mode}.log'
-    with open(log, 'wb') as out:
-        proc = subprocess.Popen([sys.executable, '-m', 'flow_rag_vla_ros.nodes.rag_monitor_node', '--ros-args',
-                                 '-p', f'mode:={mode}'], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while b'rag monitor ready' not in log.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    from flow_rag_vla_ros.tools.testing import node_process
+    with node_process('flow_rag_vla_ros.nodes.rag_monitor_node', {'mode': mode}, tmp_path / f'{mode}.log',
+                      b'rag monitor ready') as proc:
         time.sleep(0.5)  # main() lowers the process right after the node is built
         return [os.sched_getscheduler(int(tid)) for tid in os.listdir(f'/proc/{proc.pid}/task')]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_parallel_monitor_process_runs_every_thread_idle(tmp_path):

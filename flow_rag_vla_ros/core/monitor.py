@@ -56,6 +56,8 @@ class MonitorConfig:
     store_stride: int = param(2, 'on a failure, store every n-th of the stored states as a case')
     store_last_frames: int = param(0, 'on a failure, store only the last n states before it (0 = whole episode)')
     visual_pooling: str = param('spatial', 'state embedding visual block: spatial | mean (see memory/embedding.py)')
+    visual_projection: str = param('sparse', 'state embedding visual projection: sparse | gaussian (memories made '
+                                             'before stop 24; see memory/embedding.py)')
     learn: bool = param(True, 'store failures and successful corrections (false: read-only memory)')
     propose_min_confidence: float = param(0.0, 'do not publish corrections below this confidence')
     remember_successes: bool = param(True, 'success memory: a successful episode stores each state with the '
@@ -124,14 +126,15 @@ class RagMonitor:
         self.config = config
         self.memory_config = memory_config or MemoryConfig()
         self.corrections = correction_config or CorrectionConfig()
-        self.embedding_config = EmbeddingConfig(dim=self.memory_config.dim,
-                                               visual_pooling=config.visual_pooling)
+        self.embedding_config = EmbeddingConfig(dim=self.memory_config.dim, visual_pooling=config.visual_pooling,
+                                               visual_projection=config.visual_projection)
         self.log = logger or logging.getLogger(__name__)
-        self.memory = FailureMemory.open(self.memory_config)
+        embedding_id = self.embedding_config.embedding_id
+        self.memory = FailureMemory.open(self.memory_config, embedding_id)
         if config.memory_import:
             added, merged = self.memory.import_(config.memory_import)
             self.log.info(f'imported {added} cases ({merged} merged) from {config.memory_import}')
-        self.successes = (FailureMemory.open(success_memory_config(self.memory_config, config))
+        self.successes = (FailureMemory.open(success_memory_config(self.memory_config, config), embedding_id)
                           if config.remember_successes else None)
         if self.successes is not None and config.success_memory_import:
             added, merged = self.successes.import_(config.success_memory_import)

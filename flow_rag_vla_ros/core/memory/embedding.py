@@ -12,11 +12,19 @@ then the whole vector is L2-normalised again (so cosine = inner product).
     small object / target is differ in the few tokens covering it, and keep that difference here.
   * ``mean``: mean-pooled tokens (C,) (the old embedding): position-blind - frames that differ only in
     where the target is look alike, so a failure memory matches every state of every episode.
-  The result is projected to `visual_dim = dim - 7 - language_dim` dims. If the input size equals that the
-  projection is the identity; otherwise P_v is a fixed Gaussian random projection (Johnson-Lindenstrauss:
-  preserves angles in expectation) drawn from `numpy.random.default_rng((seed, n_in, n_out))`, so every
-  process, robot and run builds the same matrix for the same token shape - no fitted state to ship. (The
-  embedding depends on N and C: a memory built with one vision encoder does not match another's.)
+  The result is projected to `visual_dim = dim - 7 - language_dim` dims by a fixed random projection
+  (Johnson-Lindenstrauss: preserves angles in expectation), `visual_projection`:
+  * ``sparse`` (default): a sparse sign projection (Kane & Nelson's sparse JL): every input coordinate goes to
+    `projection_nonzeros` random outputs with random signs, scaled 1/sqrt(nonzeros). Why: the Gaussian matrix
+    for the default encoder's 72 x 112 tokens is 8064 x 233 floats, 7.5 MB, read from memory once per frame
+    while the policy's sampler runs on the other core; on the 2-core VM that slowed the sampler's p95 by
+    3.5-8 ms, a compute-only neighbour of the same length by ~0.5 ms (stop 24, README "Latency"). The sparse
+    one is 8064 x 8 entries (0.5 MB).
+  * ``gaussian``: the dense Gaussian / sqrt(n_out) matrix (the embedding before stop 24: for memories made then).
+  If the input size equals visual_dim the projection is the identity. Matrices are drawn from
+  `numpy.random.default_rng((seed, n_in, n_out[, nonzeros]))`, so every process, robot and run builds the same
+  one for the same token shape - no fitted state to ship. (The embedding depends on N, C and these settings: a
+  memory built with one does not match another's; `embedding_id` names them and the memory checks it.)
 - Proprio block: `[ee_x, ee_y, ee_z, ee_vx, ee_vy, ee_vz, finger_width]` divided by `proprio_scale` (workspace
   size ~0.15 m, speed ~0.5 m/s, finger ~0.08 m) so a few centimetres matter as much as the image.
 - Language block: 384-d instruction embedding -> `language_dim` dims with a seeded Gaussian projection (same
@@ -29,12 +37,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import scipy.sparse
 
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.core.spec import PROPRIO_DIM
 
 LANGUAGE_DIM_IN = 384
 VISUAL_POOLING = ('spatial', 'mean')
+VISUAL_PROJECTIONS = ('sparse', 'gaussian')
 
 
 @dataclass
@@ -47,17 +57,33 @@ class EmbeddingConfig:
     proprio_scale: tuple[float, ...] = param((0.15, 0.15, 0.15, 0.5, 0.5, 0.5, 0.08), 'proprio divisors')
     seed: int = param(20240, 'seed of the fixed random projections')
     visual_pooling: str = param('spatial', "spatial: centred tokens, flattened in layout order | mean: mean-pooled")
+    visual_projection: str = param('sparse', 'sparse: sparse sign projection | gaussian: dense (memories made '
+                                             'before stop 24)')
+    projection_nonzeros: int = param(8, 'sparse projection: outputs each input coordinate goes to')
 
     def __post_init__(self):
         require(len(self.proprio_scale) == PROPRIO_DIM and min(self.proprio_scale) > 0,
                 f'proprio_scale needs {PROPRIO_DIM} positive values')
         require(self.language_dim >= 1, 'language_dim must be >= 1')
         require(self.visual_pooling in VISUAL_POOLING, f'visual_pooling must be one of {VISUAL_POOLING}')
+        require(self.visual_projection in VISUAL_PROJECTIONS,
+                f'visual_projection must be one of {VISUAL_PROJECTIONS}')
+        require(1 <= self.projection_nonzeros <= self.visual_dim,
+                f'projection_nonzeros must be in [1, visual_dim={self.visual_dim}]')
         require(self.visual_dim >= 1, f'dim {self.dim} leaves no room for the visual block')
 
     @property
     def visual_dim(self) -> int:
         return self.dim - PROPRIO_DIM - self.language_dim
+
+    @property
+    def embedding_id(self) -> str:
+        """What the memory records beside its embeddings: two memories match only if this is equal (the token
+        shape is not in it: dim checks catch only a size change)."""
+        projection = (f'sparse{self.projection_nonzeros}' if self.visual_projection == 'sparse' else 'gaussian')
+        return (f'{self.visual_pooling}/{projection}/d{self.dim}/l{self.language_dim}/s{self.seed}/'
+                f'w{self.visual_weight:g},{self.proprio_weight:g},{self.language_weight:g}/'
+                f'p{",".join(f"{x:g}" for x in self.proprio_scale)}')
 
 
 @lru_cache(maxsize=16)
@@ -67,6 +93,20 @@ def projection(seed: int, n_in: int, n_out: int) -> np.ndarray:
         return np.eye(n_in, dtype=np.float32)
     rng = np.random.default_rng((seed, n_in, n_out))
     return (rng.standard_normal((n_in, n_out)) / np.sqrt(n_out)).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def sparse_projection(seed: int, n_in: int, n_out: int, nonzeros: int) -> scipy.sparse.csr_matrix | np.ndarray:
+    """Fixed (n_in, n_out) sparse sign projection: row i has `nonzeros` entries +-1/sqrt(nonzeros) in distinct
+    random columns, so every input coordinate counts and E|xP|^2 = |x|^2. Identity when sizes match."""
+    if n_in == n_out:
+        return np.eye(n_in, dtype=np.float32)
+    rng = np.random.default_rng((seed, n_in, n_out, nonzeros))
+    columns = rng.random((n_in, n_out)).argsort(axis=1)[:, :nonzeros]  # (n_in, s) distinct per row
+    signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_in, nonzeros)) / np.float32(np.sqrt(nonzeros))
+    rows = np.repeat(np.arange(n_in), nonzeros)  # (n_in * s,)
+    return scipy.sparse.csr_matrix((signs.reshape(-1), (rows, columns.reshape(-1))), shape=(n_in, n_out),
+                                   dtype=np.float32)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -95,7 +135,11 @@ def state_embedding(visual_tokens: np.ndarray, proprio: np.ndarray, language: np
     if language.shape != (LANGUAGE_DIM_IN,):
         raise ValueError(f'language must be ({LANGUAGE_DIM_IN},), got {language.shape}')
     pooled = visual_features(tokens, c.visual_pooling)
-    visual = _unit(pooled @ projection(c.seed, pooled.shape[0], c.visual_dim))
+    if c.visual_projection == 'sparse':
+        p_v = sparse_projection(c.seed, pooled.shape[0], c.visual_dim, c.projection_nonzeros)
+    else:
+        p_v = projection(c.seed, pooled.shape[0], c.visual_dim)
+    visual = _unit(np.asarray(pooled @ p_v, np.float32).reshape(-1))  # (visual_dim,)
     lang = _unit(language @ projection(c.seed + 1, LANGUAGE_DIM_IN, c.language_dim))
     prop = proprio / np.asarray(c.proprio_scale, np.float32)
     out = np.concatenate([c.visual_weight * visual, c.proprio_weight * prop, c.language_weight * lang])

@@ -28,11 +28,26 @@ log = logging.getLogger(__name__)
 IMPORT_BATCH = 500
 
 
-class FailureMemory:
-    """See module docstring. `FailureMemory(config)` with `config.directory` set recovers from disk."""
+def check_embedding(meta: dict, embedding_id: str, what: str) -> None:
+    """Refuse a snapshot or export whose embeddings were made another way (their similarities to this memory's
+    states would mean nothing). Files from before the tag (stop 24) carry none: accepted, with a warning."""
+    stored = meta.get('embedding', '')
+    if stored and embedding_id and stored != embedding_id:
+        raise ValueError(f'{what} holds embeddings made as {stored!r}, this memory makes {embedding_id!r} '
+                         f'(see core/memory/embedding.py: set the monitor\'s embedding parameters to match)')
+    if not stored and embedding_id:
+        log.warning('%s does not say how its embeddings were made (written before stop 24, when the visual '
+                    'projection was dense Gaussian: visual_projection gaussian matches it)', what)
 
-    def __init__(self, config: MemoryConfig | None = None):
+
+class FailureMemory:
+    """See module docstring. `FailureMemory(config)` with `config.directory` set recovers from disk.
+    `embedding_id` names how the caller makes embeddings (`EmbeddingConfig.embedding_id`); snapshots and exports
+    record it, and one made another way is refused. Empty: unchecked (tests, benchmarks with random vectors)."""
+
+    def __init__(self, config: MemoryConfig | None = None, embedding_id: str = ''):
         self.config = c = config or MemoryConfig()
+        self.embedding_id = embedding_id
         self._cases: dict[int, FailureCase] = {}
         self._lock = ix.RWLock()
         self._snapshot_lock = threading.Lock()
@@ -44,9 +59,9 @@ class FailureMemory:
             self._recover()
 
     @classmethod
-    def open(cls, config: MemoryConfig) -> 'FailureMemory':
+    def open(cls, config: MemoryConfig, embedding_id: str = '') -> 'FailureMemory':
         """Load the latest snapshot, replay the journal (repairing a torn tail), ready for appends."""
-        return cls(config)
+        return cls(config, embedding_id)
 
     # -- recovery / snapshots -------------------------------------------------------------------
     def _recover(self) -> None:
@@ -58,6 +73,7 @@ class FailureMemory:
             require_same = (meta.get('dim'), meta.get('metric'))
             if require_same != (c.dim, c.metric):
                 raise ValueError(f'snapshot in {c.directory} has dim/metric {require_same}, config {(c.dim, c.metric)}')
+            check_embedding(meta, self.embedding_id, f'snapshot in {c.directory}')
             for case in cases_from_tables(tensors, meta):
                 self._cases[case.id] = case
             segment, self._next_id = int(meta['segment']), int(meta['next_id'])
@@ -86,7 +102,7 @@ class FailureMemory:
                 index = faiss.index_gpu_to_cpu(self._index) if self._on_gpu else self._index
                 tensors['faiss_index'] = faiss.serialize_index(index)
                 meta.update(segment=self._journal.rotate(), next_id=self._next_id, index_kind=self._kind,
-                            trained_n=self._trained_n)
+                            trained_n=self._trained_n, embedding=self.embedding_id)
                 self._since_snapshot = 0
             write_snapshot(self.config.directory, tensors, meta)
             with self._lock.write():
@@ -338,7 +354,8 @@ class FailureMemory:
         """Write every case to one portable safetensors file (arrays + JSON metadata). Returns the count."""
         with self._lock.read():
             cases = list(self._cases.values())
-            write_tables(path, *cases_to_tables(cases, self.config))
+            tensors, meta = cases_to_tables(cases, self.config)
+            write_tables(path, tensors, {**meta, 'embedding': self.embedding_id})
         return len(cases)
 
     def import_(self, path: str) -> tuple[int, int]:
@@ -348,4 +365,5 @@ class FailureMemory:
         if (meta.get('dim'), meta.get('horizon')) != (self.config.dim, self.config.horizon):
             raise ValueError(f'export {path} has dim/horizon {(meta.get("dim"), meta.get("horizon"))}, '
                              f'memory expects {(self.config.dim, self.config.horizon)}')
+        check_embedding(meta, self.embedding_id, f'export {path}')
         return self.add_many([dataclasses.replace(k, id=-1) for k in cases_from_tables(tensors, meta)])

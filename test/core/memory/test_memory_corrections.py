@@ -4,7 +4,11 @@ import pytest
 
 from flow_rag_vla_ros.core.memory import FailureCase
 from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig, correct_chunk, propose_correction
-from flow_rag_vla_ros.core.memory.embedding import EmbeddingConfig, state_embedding
+from flow_rag_vla_ros.core.memory.embedding import EmbeddingConfig, sparse_projection, state_embedding
+
+# row 0 of sparse_projection(20240, 8064, 233, 8): its 8 columns and which are +1/sqrt(8)
+GOLDEN_SPARSE_ROW0_COLUMNS = [9, 11, 51, 136, 141, 153, 188, 199]
+GOLDEN_SPARSE_ROW0_POSITIVE = [False, False, False, True, True, True, False, False]
 
 
 def chunk():
@@ -115,6 +119,45 @@ def test_state_embedding_is_deterministic_unit_and_sized():
     assert np.array_equal(e, state_embedding(tokens.copy(), proprio.copy(), lang.copy()))
     c = EmbeddingConfig(dim=128, language_dim=8)
     assert state_embedding(rng.standard_normal((4, c.visual_dim)), proprio, lang, c).shape == (128,)
+
+
+def test_sparse_projection_is_fixed_sparse_and_keeps_lengths_and_angles():
+    p = sparse_projection(20240, 8064, 233, 8)  # the default encoder's 72 x 112 tokens -> the default visual block
+    assert p.shape == (8064, 233) and p.nnz == 8064 * 8
+    assert np.all(np.diff(p.indptr) == 8) and np.allclose(np.abs(p.data), 1 / np.sqrt(8))
+    assert all(len(set(p.indices[p.indptr[i]:p.indptr[i + 1]])) == 8 for i in range(0, 8064, 97))  # distinct
+    # golden: a memory's embeddings depend on this matrix; a change here orphans every stored memory
+    assert p.indices[:8].tolist() == GOLDEN_SPARSE_ROW0_COLUMNS
+    assert (p.data[:8] > 0).tolist() == GOLDEN_SPARSE_ROW0_POSITIVE
+    assert (sparse_projection(20240, 8064, 233, 8) != p).nnz == 0
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 8064)).astype(np.float32)  # (B, n_in)
+    y = x + 0.5 * rng.standard_normal(x.shape).astype(np.float32)
+    px, py = np.asarray(x @ p), np.asarray(y @ p)  # (B, 233)
+    ratio = (px ** 2).sum(1) / (x ** 2).sum(1)
+    assert abs(ratio.mean() - 1) < 0.02 and ratio.std() < 0.15  # E|xP|^2 = |x|^2; ~sqrt(2/233) spread
+    cos = lambda a, b: (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)  # noqa: E731
+    assert np.abs(cos(px, py) - cos(x, y)).mean() < 0.03
+
+
+def test_both_visual_projections_embed_alike_and_name_themselves():
+    rng = np.random.default_rng(4)
+    background = rng.standard_normal((72, 112)).astype(np.float32)
+    proprio, lang = np.array([0.1, 0, 0.1, 0, 0, 0, 0.04]), rng.standard_normal(384)
+    nudged = background.copy()
+    nudged[10] += rng.standard_normal(112).astype(np.float32)
+    sims = {}
+    for kind in ('sparse', 'gaussian'):
+        c = EmbeddingConfig(visual_projection=kind)
+        sims[kind] = state_embedding(background, proprio, lang, c) @ state_embedding(nudged, proprio, lang, c)
+    assert sims['sparse'] == pytest.approx(sims['gaussian'], abs=0.02) and sims['sparse'] < 0.999
+    ids = {EmbeddingConfig(visual_projection='sparse').embedding_id, EmbeddingConfig(visual_projection='gaussian').embedding_id,
+           EmbeddingConfig(visual_pooling='mean').embedding_id, EmbeddingConfig(projection_nonzeros=4).embedding_id}
+    assert len(ids) == 4
+    with pytest.raises(ValueError):
+        EmbeddingConfig(visual_projection='dense')
+    with pytest.raises(ValueError):
+        EmbeddingConfig(projection_nonzeros=0)
 
 
 def test_state_embedding_similarity_tracks_state_changes():

@@ -196,6 +196,29 @@ def test_export_import_round_trip(tmp_path):
         FailureMemory(MemoryConfig(dim=DIM // 2)).import_(str(tmp_path / 'seed.safetensors'))
 
 
+def test_a_memory_refuses_embeddings_made_another_way(tmp_path, caplog):
+    made_one_way = FailureMemory(MemoryConfig(directory=str(tmp_path / 'a')), embedding_id='spatial/sparse8')
+    made_one_way.add(case(embedding_for(0)))
+    made_one_way.snapshot()
+    made_one_way.export(str(tmp_path / 'a.safetensors'))
+    made_one_way.close()
+    other = FailureMemory(MemoryConfig(), embedding_id='spatial/gaussian')
+    with pytest.raises(ValueError, match='spatial/sparse8'):
+        other.import_(str(tmp_path / 'a.safetensors'))
+    assert len(other) == 0
+    with pytest.raises(ValueError, match='spatial/gaussian'):
+        FailureMemory(MemoryConfig(directory=str(tmp_path / 'a')), embedding_id='spatial/gaussian')
+    same = FailureMemory(MemoryConfig(directory=str(tmp_path / 'a')), embedding_id='spatial/sparse8')
+    assert len(same) == 1 and same.import_(str(tmp_path / 'a.safetensors')) == (0, 1)
+    same.close()
+    untagged = memory()  # a file from before the tag (or from a caller that does not say): taken, with a warning
+    untagged.add(case(embedding_for(1)))
+    untagged.export(str(tmp_path / 'untagged.safetensors'))
+    with caplog.at_level('WARNING'):
+        assert other.import_(str(tmp_path / 'untagged.safetensors')) == (1, 0)
+    assert 'does not say how its embeddings were made' in caplog.text
+
+
 def test_concurrent_searches_while_adding():
     m = memory(approx_threshold=200)
     errors, stop = [], threading.Event()

@@ -147,6 +147,12 @@ train)
         --checkpoint models/vla_v6_ns025 --pipelines parallel --set rag_monitor.misalignment_scale=1.5 \
         --json "$OUT/rag_revisits/misalignment_speed_up/${scenario}_seed$seed.json"
   done; done
+  mkdir -p "$OUT/sparse_projection_ab/revisits"  # stop 24: the monitor's sparse visual projection (not the default)
+  for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100 200; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+        --checkpoint models/vla_v6_ns025 --pipelines parallel --set rag_monitor.visual_projection=sparse \
+        --json "$OUT/sparse_projection_ab/revisits/${scenario}_seed$seed.json"
+  done; done
   D="$OUT/rag_revisits/node_graph_vla_v6_ns025" && mkdir -p "$D"  # the same through the node graph
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do
     $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
@@ -361,6 +367,13 @@ bench)
     $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
         --json "$OUT/cpu_affinity_ab/free_$i.json"
   done
+  # stop 24, the monitor's visual projection (docs/results/sparse_projection_ab), alternated in one checkout
+  for i in 1 2; do for kind in gaussian sparse; do
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --set rag_monitor.visual_projection=$kind --json "$OUT/sparse_projection_ab/${kind}_$i.json"
+  done; done
+  .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 \
+      --json "$OUT/sparse_projection_ab/sampler_contention.json"
   # bench_stop19_before_alarm_wait.json: the same command at commit 3796bdb (before alarm_wait_ms)
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)

@@ -56,8 +56,8 @@ class MonitorConfig:
     store_stride: int = param(2, 'on a failure, store every n-th of the stored states as a case')
     store_last_frames: int = param(0, 'on a failure, store only the last n states before it (0 = whole episode)')
     visual_pooling: str = param('spatial', 'state embedding visual block: spatial | mean (see memory/embedding.py)')
-    visual_projection: str = param('sparse', 'state embedding visual projection: sparse | gaussian (memories made '
-                                             'before stop 24; see memory/embedding.py)')
+    visual_projection: str = param('gaussian', 'state embedding visual projection: gaussian | sparse (see '
+                                               'memory/embedding.py)')
     learn: bool = param(True, 'store failures and successful corrections (false: read-only memory)')
     propose_min_confidence: float = param(0.0, 'do not publish corrections below this confidence')
     remember_successes: bool = param(True, 'success memory: a successful episode stores each state with the '

@@ -14,13 +14,13 @@ then the whole vector is L2-normalised again (so cosine = inner product).
     where the target is look alike, so a failure memory matches every state of every episode.
   The result is projected to `visual_dim = dim - 7 - language_dim` dims by a fixed random projection
   (Johnson-Lindenstrauss: preserves angles in expectation), `visual_projection`:
-  * ``sparse`` (default): a sparse sign projection (Kane & Nelson's sparse JL): every input coordinate goes to
-    `projection_nonzeros` random outputs with random signs, scaled 1/sqrt(nonzeros). Why: the Gaussian matrix
-    for the default encoder's 72 x 112 tokens is 8064 x 233 floats, 7.5 MB, read from memory once per frame
-    while the policy's sampler runs on the other core; on the 2-core VM that slowed the sampler's p95 by
-    3.5-8 ms, a compute-only neighbour of the same length by ~0.5 ms (stop 24, README "Latency"). The sparse
-    one is 8064 x 8 entries (0.5 MB).
-  * ``gaussian``: the dense Gaussian / sqrt(n_out) matrix (the embedding before stop 24: for memories made then).
+  * ``gaussian`` (default): a dense Gaussian / sqrt(n_out) matrix.
+  * ``sparse``: a sparse sign projection (Kane & Nelson's sparse JL): every input coordinate goes to
+    `projection_nonzeros` random outputs with random signs, scaled 1/sqrt(nonzeros). For the default encoder's
+    72 x 112 tokens the dense matrix is 8064 x 233 floats, 7.5 MB read from memory once per frame, the sparse
+    one 8064 x 8 entries (0.5 MB): the monitor node spends ~0.5 ms less CPU per frame. Not the default: it did
+    not narrow the policy path's latency, and on the Push revisits it matched as well or a little worse
+    (stop 24, README "Latency" and "RAG failure memory").
   If the input size equals visual_dim the projection is the identity. Matrices are drawn from
   `numpy.random.default_rng((seed, n_in, n_out[, nonzeros]))`, so every process, robot and run builds the same
   one for the same token shape - no fitted state to ship. (The embedding depends on N, C and these settings: a
@@ -57,8 +57,8 @@ class EmbeddingConfig:
     proprio_scale: tuple[float, ...] = param((0.15, 0.15, 0.15, 0.5, 0.5, 0.5, 0.08), 'proprio divisors')
     seed: int = param(20240, 'seed of the fixed random projections')
     visual_pooling: str = param('spatial', "spatial: centred tokens, flattened in layout order | mean: mean-pooled")
-    visual_projection: str = param('sparse', 'sparse: sparse sign projection | gaussian: dense (memories made '
-                                             'before stop 24)')
+    visual_projection: str = param('gaussian', 'gaussian: dense random projection | sparse: sparse sign '
+                                               'projection (less memory traffic; see the module docstring)')
     projection_nonzeros: int = param(8, 'sparse projection: outputs each input coordinate goes to')
 
     def __post_init__(self):

@@ -36,8 +36,8 @@ def check_embedding(meta: dict, embedding_id: str, what: str) -> None:
         raise ValueError(f'{what} holds embeddings made as {stored!r}, this memory makes {embedding_id!r} '
                          f'(see core/memory/embedding.py: set the monitor\'s embedding parameters to match)')
     if not stored and embedding_id:
-        log.warning('%s does not say how its embeddings were made (written before stop 24, when the visual '
-                    'projection was dense Gaussian: visual_projection gaussian matches it)', what)
+        log.warning('%s does not say how its embeddings were made (written before stop 24; the monitor\'s '
+                    'default embedding then was the same as now)', what)
 
 
 class FailureMemory:

@@ -151,8 +151,9 @@ def test_both_visual_projections_embed_alike_and_name_themselves():
         c = EmbeddingConfig(visual_projection=kind)
         sims[kind] = state_embedding(background, proprio, lang, c) @ state_embedding(nudged, proprio, lang, c)
     assert sims['sparse'] == pytest.approx(sims['gaussian'], abs=0.02) and sims['sparse'] < 0.999
-    ids = {EmbeddingConfig(visual_projection='sparse').embedding_id, EmbeddingConfig(visual_projection='gaussian').embedding_id,
-           EmbeddingConfig(visual_pooling='mean').embedding_id, EmbeddingConfig(projection_nonzeros=4).embedding_id}
+    ids = {EmbeddingConfig(**kw).embedding_id for kw in (
+        {'visual_projection': 'sparse'}, {'visual_projection': 'gaussian'}, {'visual_pooling': 'mean'},
+        {'visual_projection': 'sparse', 'projection_nonzeros': 4})}
     assert len(ids) == 4
     with pytest.raises(ValueError):
         EmbeddingConfig(visual_projection='dense')

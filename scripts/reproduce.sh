@@ -336,7 +336,7 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop23.json"  # bench_stop1[4-9].json, bench_stop2[12].json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop24.json"  # bench_stop1[4-9].json, bench_stop2[1-3].json, bench.json: earlier stops
   # stop 23, the monitor's all-clear after an alarm (docs/results/all_clear_ab): before = c76373f (pooled rounds, no
   # all-clear), after = 0e7b769; the paced backend timings at d023a92 (this command, any later commit)
   ROOT=$PWD; A="$ROOT/$OUT/all_clear_ab"; mkdir -p "$A"
@@ -374,6 +374,8 @@ bench)
   done; done
   .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 \
       --json "$OUT/sparse_projection_ab/sampler_contention.json"
+  .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 --fresh-sampler \
+      --json "$OUT/sparse_projection_ab/sampler_contention_fresh.json"
   # bench_stop19_before_alarm_wait.json: the same command at commit 3796bdb (before alarm_wait_ms)
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 
@@ -22,7 +23,8 @@ import numpy as np
 from flow_rag_vla_ros.core.memory import index as ix
 from flow_rag_vla_ros.core.memory.cases import FailureCase, cases_from_tables, cases_to_tables, merge_cases
 from flow_rag_vla_ros.core.memory.config import MemoryConfig
-from flow_rag_vla_ros.core.memory.journal import Journal, read_snapshot, read_tables, write_snapshot, write_tables
+from flow_rag_vla_ros.core.memory.journal import (Journal, lock_directory, read_snapshot, read_tables, write_snapshot,
+                                                 write_tables)
 
 log = logging.getLogger(__name__)
 IMPORT_BATCH = 500
@@ -54,9 +56,15 @@ class FailureMemory:
         self._next_id = 1
         self._since_snapshot = 0
         self._journal: Journal | None = None
+        self._dir_lock: int | None = None  # fd holding the directory's writer lock
         self._set_index(*ix.build_index(c, np.zeros((0, c.dim), np.float32), np.zeros(0, np.int64)), trained_n=0)
         if c.directory:
-            self._recover()
+            self._dir_lock = lock_directory(c.directory)
+            try:
+                self._recover()
+            except BaseException:
+                self._release_directory()
+                raise
 
     @classmethod
     def open(cls, config: MemoryConfig, embedding_id: str = '') -> 'FailureMemory':
@@ -74,6 +82,7 @@ class FailureMemory:
             if require_same != (c.dim, c.metric):
                 raise ValueError(f'snapshot in {c.directory} has dim/metric {require_same}, config {(c.dim, c.metric)}')
             check_embedding(meta, self.embedding_id, f'snapshot in {c.directory}')
+            self.embedding_id = self.embedding_id or meta.get('embedding', '')  # unchecked open: keep the tag
             for case in cases_from_tables(tensors, meta):
                 self._cases[case.id] = case
             segment, self._next_id = int(meta['segment']), int(meta['next_id'])
@@ -91,6 +100,8 @@ class FailureMemory:
         self._maybe_rebuild()
         log.info('failure memory %s: %d cases (%s index, %d journal records replayed)',
                  c.directory, len(self._cases), self._kind, replayed)
+        if self.embedding_id and not (snap is not None and snap[1].get('embedding')):
+            self.snapshot()  # record how this directory's embeddings are made before the first journal record
 
     def snapshot(self, blocking: bool = True) -> bool:
         """Write a snapshot and drop the journal segments it covers. Returns False if one was already running."""
@@ -116,6 +127,12 @@ class FailureMemory:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+            self._release_directory()
+
+    def _release_directory(self) -> None:
+        if self._dir_lock is not None:
+            os.close(self._dir_lock)  # closing the fd drops the flock
+            self._dir_lock = None
 
     # -- index management (callers hold the write lock) -----------------------------------------
     def _set_index(self, index: faiss.Index, kind: str, trained_n: int) -> None:

@@ -3,6 +3,11 @@
 Layout of a memory directory:
   journal-00000001.log, journal-00000002.log, ...   journal segments, replayed in order
   snapshot.safetensors                             latest snapshot (tables + faiss index + JSON metadata)
+  lock                                             flock'ed by the one process that has the memory open
+
+One writer per directory: a second process (or a second FailureMemory in one process) that opens it gets a
+clear error instead of interleaving its records with the first's. The kernel drops the lock when its holder
+exits, `kill -9` included, so a crash never leaves the directory locked.
 
 Journal segment = 8-byte header `FRVJ` + u32 version, then records `<u32 length><u32 crc32(payload)><payload>`
 where payload is UTF-8 JSON (one state change: a full case `put` or a `remove`). `append` writes the
@@ -24,6 +29,7 @@ readable. Nothing before that record is lost.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -85,6 +91,31 @@ def scan_segment(path: Path) -> tuple[list[dict], int, str | None]:
             return records, off, 'payload is not valid JSON'
         off = end
     return records, off, None
+
+
+LOCK_NAME = 'lock'
+
+
+class DirectoryInUse(RuntimeError):
+    """Another process (or another open FailureMemory) holds the memory directory."""
+
+
+def lock_directory(directory: str | Path) -> int:
+    """Take the directory's exclusive writer lock; returns the fd that holds it (close it to release).
+    Raises DirectoryInUse, naming the holder's pid, when another open file holds it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(directory / LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or 'unknown'
+        os.close(fd)
+        raise DirectoryInUse(f'failure memory {directory} is open in another process (pid {holder}) or another '
+                             f'FailureMemory; one writer per directory') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+    return fd
 
 
 class Journal:

@@ -131,3 +131,32 @@ def test_corrupt_journal_tail_is_reported_and_skipped(tmp_path, caplog, damage):
         third = FailureMemory.open(config)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert sorted(c.id for c in third.cases()) == ids[:9] + [new_id]
+
+
+def test_one_writer_per_directory_and_a_killed_writer_leaves_it_free(tmp_path):
+    from flow_rag_vla_ros.core.memory.journal import DirectoryInUse
+    config = MemoryConfig(directory=str(tmp_path))
+    first = FailureMemory.open(config)
+    first.add(case(embedding_for(0)))
+    with pytest.raises(DirectoryInUse, match=str(os.getpid())):
+        FailureMemory.open(config)
+    first.close()
+    second = FailureMemory.open(config)  # closed: free again
+    assert len(second) == 1
+    other = subprocess.run([sys.executable, '-c', 'from flow_rag_vla_ros.core.memory import FailureMemory, '
+                            f'MemoryConfig; FailureMemory.open(MemoryConfig(directory={str(tmp_path)!r}))'],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode != 0 and f'is open in another process (pid {os.getpid()})' in other.stderr
+    second.close()
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; from flow_rag_vla_ros.core.memory import '
+                               f'FailureMemory, MemoryConfig; m = FailureMemory.open(MemoryConfig(directory='
+                               f'{str(tmp_path)!r})); print("open", flush=True); time.sleep(60)'],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'open'
+    with pytest.raises(DirectoryInUse):
+        FailureMemory.open(config)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    after_kill = FailureMemory.open(config)  # the kernel dropped the dead holder's lock
+    assert len(after_kill) == 1
+    after_kill.close()

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     'eval': ('flow_rag_vla_ros.tools.evaluate', 'evaluate tasks, scenarios and pipelines'),
     'bench': ('flow_rag_vla_ros.tools.bench', 'latency / retrieval / backend benchmarks'),
     'export': ('flow_rag_vla_ros.tools.export', 'export the model to ONNX (verified)'),
+    'memory': ('flow_rag_vla_ros.tools.memory', 'inspect or export a failure memory directory'),
     'record': ('flow_rag_vla_ros.tools.record', 'record the stack topics to a rosbag2'),
     'replay': ('flow_rag_vla_ros.tools.replay', 'replay a rosbag2 through the stack and compare'),
     'launch': ('flow_rag_vla_ros.launcher', 'start the stack nodes (pip-side equivalent of ros2 launch)'),

@@ -35,9 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.core.spec import PROPRIO_DIM
@@ -101,6 +104,7 @@ def sparse_projection(seed: int, n_in: int, n_out: int, nonzeros: int) -> scipy.
     random columns, so every input coordinate counts and E|xP|^2 = |x|^2. Identity when sizes match."""
     if n_in == n_out:
         return np.eye(n_in, dtype=np.float32)
+    import scipy.sparse  # here, not at the top: ~10 MB more in every monitor that keeps the dense default
     rng = np.random.default_rng((seed, n_in, n_out, nonzeros))
     columns = rng.random((n_in, n_out)).argsort(axis=1)[:, :nonzeros]  # (n_in, s) distinct per row
     signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_in, nonzeros)) / np.float32(np.sqrt(nonzeros))

@@ -3,9 +3,9 @@
     flow-rag-vla memory info DIR [--json out.json]
     flow-rag-vla memory export DIR OUT.safetensors
 
-DIR is a monitor's `directory` parameter (`rag_monitor.directory`); its success memory is DIR/successes. The memory is opened the way the
-monitor opens it (snapshot loaded, journal replayed, a torn tail repaired), so the monitor must not have it open:
-the directory's lock refuses a second opener. Another robot's monitor imports the file at start
+DIR is a monitor's `rag_monitor.directory`; its success memory is DIR/successes. The memory is opened the
+way the monitor opens it (snapshot loaded, journal replayed, a torn tail repaired), so the monitor must not
+have it open: the directory's lock refuses a second opener. Another robot's monitor imports the file at start
 (`rag_monitor.memory_import`, or `success_memory_import` for a success memory); the file names how its
 embeddings were made, and a monitor that makes them another way refuses it.
 """

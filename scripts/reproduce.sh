@@ -374,8 +374,8 @@ bench)
   done; done
   .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 \
       --json "$OUT/sparse_projection_ab/sampler_contention.json"
-  .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 --fresh-sampler \
-      --json "$OUT/sparse_projection_ab/sampler_contention_fresh.json"
+  .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 --modes none embed_gaussian embed_sparse \
+      --neighbour-blas-threads 0 --json "$OUT/sparse_projection_ab/sampler_contention_uncapped_blas.json"
   # bench_stop19_before_alarm_wait.json: the same command at commit 3796bdb (before alarm_wait_ms)
   # stop 18, the monitor's OpenMP cap (docs/results/monitor_openmp_fix): before = 034247b, after = 1eaed61, alternated,
   # each from its own checkout (`python -m` puts the working directory first on sys.path: PYTHONPATH is not enough)

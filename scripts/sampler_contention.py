@@ -2,19 +2,23 @@
 
 In the stack, the monitor embeds and searches each frame's features while the policy node samples its chunk
 from the same features, on the other vCPU. This times that overlap without ROS: the ONNX Runtime sampler
-(`act`, one call per 50 ms frame, pinned to CPU 0) with a SCHED_IDLE neighbour process on CPU 1 that starts
-on the same 50 ms grid, 0.5 ms later, and runs one of:
+(`act`, one call per 50 ms frame, its own process pinned to CPU 0) with a SCHED_IDLE neighbour process on
+CPU 1 that starts on the same 50 ms grid, 0.5 ms later, and runs one of:
 
 - `none`: nothing (the baseline);
-- `embed_sparse`: the monitor's state embedding as shipped (sparse visual projection, 0.5 MB);
-- `embed_gaussian`: the state embedding before stop 24 (dense 8064 x 233 Gaussian projection, 7.5 MB);
-- `spin`: a 1 ms busy loop touching no memory (the same CPU time, no memory traffic).
+- `embed_gaussian`: the monitor's state embedding (dense 8064 x 233 Gaussian projection, 7.5 MB; the default);
+- `embed_sparse`: the same with the sparse visual projection (0.5 MB);
+- `spin`: a 1 ms busy loop touching no memory.
 
-Each mode runs `--frames` frames per round; rounds rotate the order, so a slow stretch of a shared VM falls
-on every mode. Output: the sampler's p50/p95/p99 per mode (pooled and per round) and the neighbour's own time.
-By default one sampler process serves every mode; `--fresh-sampler` starts a new one per mode and round (the
-bench's node processes are new every round). On the 2-core VM of stop 24 only the fresh sampler was slowed by
-the dense projection's neighbour (README "Latency").
+The neighbour caps its BLAS pool at `--neighbour-blas-threads` (1, what the monitor's retrieval thread does:
+`nodes.base.limit_native_threads`). With 0 it keeps numpy's OpenBLAS default (one thread per CPU): the dense
+projection's gemv then also runs on an OpenBLAS worker thread, which is not SCHED_IDLE (only the thread that
+asks is) and may run on CPU 0 - that, not the matrix, is what slowed the sampler in stop 23's and stop 24's
+first scratch tests (README "Latency").
+
+Each mode runs `--frames` frames per round, in a new pair of processes (as the bench starts new node processes
+every round); rounds rotate the order, so a slow stretch of a shared VM falls on every mode. Output: the
+sampler's p50/p95/p99 per mode (pooled and per round) and the neighbour's own time.
 
     .venv/bin/python scripts/sampler_contention.py --rounds 3 --frames 300 --json out.json
 """
@@ -28,7 +32,7 @@ import time
 
 import numpy as np
 
-MODES = ('none', 'embed_sparse', 'embed_gaussian', 'spin')
+MODES = ('none', 'embed_gaussian', 'embed_sparse', 'spin')
 PERIOD_S = 0.05
 NEIGHBOUR_DELAY_S = 0.0005  # the monitor gets the features a hair after the policy does
 
@@ -61,9 +65,12 @@ def neighbour_call(mode: str):
     return lambda: state_embedding(tokens, proprio, language, config)
 
 
-def neighbour(mode: str, start: float, frames: int, out: mp.Queue) -> None:
+def neighbour(mode: str, blas_threads: int, start: float, frames: int, out: mp.Queue) -> None:
     os.sched_setaffinity(0, {1})
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # as the monitor process runs
+    if blas_threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(blas_threads)
     fn = neighbour_call(mode)
     fn()
     out.put(paced(fn, start, frames, NEIGHBOUR_DELAY_S))
@@ -82,7 +89,7 @@ def load_sampler(checkpoint: str):
     return act
 
 
-def fresh_sampler(checkpoint: str, start: float, frames: int, out: mp.Queue) -> None:
+def sampler_process(checkpoint: str, start: float, frames: int, out: mp.Queue) -> None:
     out.put(paced(load_sampler(checkpoint), start, frames))
 
 
@@ -96,14 +103,14 @@ def main() -> None:
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--frames', type=int, default=300, help='sampler calls per mode and round')
     p.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
-    p.add_argument('--fresh-sampler', action='store_true', help='a new sampler process per mode and round')
+    p.add_argument('--neighbour-blas-threads', type=int, default=1,
+                   help="the neighbour's BLAS pool size (1: as the monitor caps it; 0: numpy's default)")
     p.add_argument('--json', default='')
     a = p.parse_args()
     if os.cpu_count() < 2:
         raise SystemExit('needs two CPUs')
     from flow_rag_vla_ros.tools.bench import machine
 
-    act = None if a.fresh_sampler else load_sampler(a.checkpoint)
     ctx = mp.get_context('spawn')
     sampler = {m: [] for m in a.modes}
     rounds = []
@@ -113,12 +120,11 @@ def main() -> None:
         for mode in order:
             out, sampler_out = ctx.Queue(), ctx.Queue()
             start = time.time() + 4.0  # imports, model loads and first calls finish before the grid starts
-            procs = [ctx.Process(target=neighbour, args=(mode, start, a.frames + 4, out))]
-            if a.fresh_sampler:
-                procs.append(ctx.Process(target=fresh_sampler, args=(a.checkpoint, start, a.frames, sampler_out)))
+            procs = [ctx.Process(target=neighbour, args=(mode, a.neighbour_blas_threads, start, a.frames + 4, out)),
+                     ctx.Process(target=sampler_process, args=(a.checkpoint, start, a.frames, sampler_out))]
             for proc in procs:
                 proc.start()
-            ms = sampler_out.get(timeout=120) if a.fresh_sampler else paced(act, start, a.frames)
+            ms = sampler_out.get(timeout=120)
             neighbour_ms = out.get(timeout=120)
             for proc in procs:
                 proc.join()
@@ -126,13 +132,13 @@ def main() -> None:
             this_round[mode] = {'sampler_ms': summary(ms), 'neighbour_ms': summary(neighbour_ms)}
         rounds.append(this_round)
     result = {'machine': machine(), 'checkpoint': a.checkpoint, 'period_ms': PERIOD_S * 1e3,
-              'fresh_sampler': a.fresh_sampler,
+              'neighbour_blas_threads': a.neighbour_blas_threads or 'numpy default',
               'modes': {m: summary(v) for m, v in sampler.items()}, 'rounds': rounds}
     print(json.dumps(result['modes']))
     from rich.console import Console
     from rich.table import Table
     t = Table(title='ONNX Runtime sampler (ms), one call per 50 ms on CPU 0, neighbour on CPU 1'
-                    + (', a new sampler process per mode and round' if a.fresh_sampler else ''))
+                    + f', neighbour BLAS threads: {a.neighbour_blas_threads or "numpy default"}')
     for col in ('neighbour', 'p50', 'p95', 'p99', 'per-round p95', 'neighbour p50'):
         t.add_column(col)
     for m, s in result['modes'].items():

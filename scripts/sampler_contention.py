@@ -13,8 +13,8 @@ CPU 1 that starts on the same 50 ms grid, 0.5 ms later, and runs one of:
 The neighbour caps its BLAS pool at `--neighbour-blas-threads` (1, what the monitor's retrieval thread does:
 `nodes.base.limit_native_threads`). With 0 it keeps numpy's OpenBLAS default (one thread per CPU): the dense
 projection's gemv then also runs on an OpenBLAS worker thread, which is not SCHED_IDLE (only the thread that
-asks is) and may run on CPU 0 - that, not the matrix, is what slowed the sampler in stop 23's and stop 24's
-first scratch tests (README "Latency").
+asks is) and may run on CPU 0 - that, not the matrix, is what slowed the sampler in this script's first
+version (README "Latency").
 
 Each mode runs `--frames` frames per round, in a new pair of processes (as the bench starts new node processes
 every round); rounds rotate the order, so a slow stretch of a shared VM falls on every mode. Output: the

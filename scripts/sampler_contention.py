@@ -93,10 +93,6 @@ def sampler_process(checkpoint: str, start: float, frames: int, out: mp.Queue) -
     out.put(paced(load_sampler(checkpoint), start, frames))
 
 
-def summary(ms: list[float]) -> dict:
-    return {f'p{q}': round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)} | {'n': len(ms)}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--checkpoint', default='models/reach_v2')
@@ -109,6 +105,7 @@ def main() -> None:
     a = p.parse_args()
     if os.cpu_count() < 2:
         raise SystemExit('needs two CPUs')
+    from flow_rag_vla_ros.core.latency import summarize
     from flow_rag_vla_ros.tools.bench import machine
 
     ctx = mp.get_context('spawn')
@@ -129,11 +126,11 @@ def main() -> None:
             for proc in procs:
                 proc.join()
             sampler[mode] += ms
-            this_round[mode] = {'sampler_ms': summary(ms), 'neighbour_ms': summary(neighbour_ms)}
+            this_round[mode] = {'sampler_ms': summarize(ms), 'neighbour_ms': summarize(neighbour_ms)}
         rounds.append(this_round)
     result = {'machine': machine(), 'checkpoint': a.checkpoint, 'period_ms': PERIOD_S * 1e3,
               'neighbour_blas_threads': a.neighbour_blas_threads or 'numpy default',
-              'modes': {m: summary(v) for m, v in sampler.items()}, 'rounds': rounds}
+              'modes': {m: summarize(v) for m, v in sampler.items()}, 'rounds': rounds}
     print(json.dumps(result['modes']))
     from rich.console import Console
     from rich.table import Table

@@ -94,6 +94,12 @@ def limit_native_threads() -> dict[str, int]:
     return {info['internal_api']: info['num_threads'] for info in threadpool_info()}
 
 
+def process_thread_ids() -> list[int]:
+    """Linux ids of every thread of this process now (per-thread settings - affinity, scheduling policy - are
+    applied to each; threads started later inherit them from the thread that starts them)."""
+    return [int(task) for task in os.listdir('/proc/self/task')]
+
+
 def pin_process(node: Node) -> None:
     """Every thread of this process (executor, DDS, workers) on the node's `cpu_affinity` CPUs; threads started
     later inherit it. A CPU this machine lacks gets a clear error, and the node runs unpinned."""
@@ -101,8 +107,8 @@ def pin_process(node: Node) -> None:
     if not cpus:
         return
     try:
-        for task in os.listdir('/proc/self/task'):
-            os.sched_setaffinity(int(task), cpus)
+        for tid in process_thread_ids():
+            os.sched_setaffinity(tid, cpus)
     except (OSError, AttributeError) as e:  # a CPU not present / not Linux
         node.get_logger().error(f'could not pin the process to CPUs {sorted(cpus)}: {e!r}; running unpinned')
         return

@@ -25,7 +25,7 @@ from flow_rag_vla_ros.core.memory.corrections import CorrectionConfig
 from flow_rag_vla_ros.core.merger import is_alarm
 from flow_rag_vla_ros.core.monitor import MonitorConfig, RagMonitor, verdict_to_send
 from flow_rag_vla_ros.nodes import qos
-from flow_rag_vla_ros.nodes.base import StackNode, limit_native_threads, now_ns, run_node
+from flow_rag_vla_ros.nodes.base import StackNode, limit_native_threads, now_ns, process_thread_ids, run_node
 from flow_rag_vla_ros.nodes.conversions import (CorrectionMsg, correction_to_msg, episode_events, msg_to_chunk,
                                                 msg_to_command, msg_to_features, msg_to_proprio, stamp_to_ns)
 from flow_rag_vla_ros.nodes.params import declare_config
@@ -222,8 +222,8 @@ def idle_whole_process(node: RagMonitorNode) -> None:
     if node.topics.mode != 'parallel' or node.topics.worker_priority != 'idle_process':
         return
     try:
-        for task in os.listdir('/proc/self/task'):
-            os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+        for tid in process_thread_ids():
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
     except (OSError, AttributeError) as e:  # no /proc or no sched_setscheduler: not Linux
         node.get_logger().warning(f'could not run the monitor process SCHED_IDLE: {e!r}')
 

@@ -118,9 +118,7 @@ def run_expert_episode(env, task: str, seed: int, expert_config=None) -> Episode
                    seed, '' if info.success else info.failure_type)
 
 
-_WORKER_ENV = None
-
-
+_WORKER_ENV = None  # this worker process's env and expert settings (collect's pool initializer sets them)
 _WORKER_EXPERT = None
 
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 
+from flow_rag_vla_ros.core.checkpoint import SAMPLER_FIELDS
 from flow_rag_vla_ros.core.config import from_dict, param, require
 from flow_rag_vla_ros.core.configuration_flow_policy import FlowPolicyConfig
 from flow_rag_vla_ros.core.spec import INSTRUCTIONS, TASKS
@@ -54,6 +56,11 @@ class TrainConfig:
     save_every: int = param(1000, 'training-state save period (steps)')
     augment_copies: int = param(0, 'extra cached copies of every frame with a random pixel shift')
     augment_shift: int = param(4, 'max shift (px) of the augmented copies')
+    image_shift: int = param(0, 'training on images (fine-tuned backbone): every sample of every batch has each '
+                                'camera view shifted by up to this many px (edge-replicated; 0 = off)')
+    backbone_lr_scale: float = param(1.0, 'learning rate of a trained backbone relative to the expert\'s')
+    backbone_batchnorm: str = param('frozen', 'frozen (a fine-tuned pretrained trunk keeps its BatchNorm running '
+                                              'statistics, as while it was frozen) | train (update them)')
     max_episodes: int = param(0, 'episodes per task (0 = all)')
     eval_episodes: int = param(20, 'in-process rollouts per task after training (0 = skip)')
     eval_seed: int = param(100000, 'seed of the first evaluation episode (episode i: seed + i)')
@@ -64,7 +71,10 @@ class TrainConfig:
         require(all(t in TASKS for t in self.tasks) and self.tasks, f'tasks must be a non-empty subset of {TASKS}')
         require(self.steps >= 1 and self.batch_size >= 1, 'steps and batch_size must be >= 1')
         require(0.0 <= self.val_fraction < 1.0, 'val_fraction in [0, 1)')
-        require(self.augment_copies >= 0 and self.augment_shift >= 0, 'augmentation settings must be >= 0')
+        require(self.augment_copies >= 0 and self.augment_shift >= 0 and self.image_shift >= 0,
+                'augmentation settings must be >= 0')
+        require(self.backbone_lr_scale >= 0.0, 'backbone_lr_scale must be >= 0')
+        require(self.backbone_batchnorm in ('frozen', 'train'), 'backbone_batchnorm: frozen | train')
 
 
 def load_yaml(path: str | os.PathLike) -> tuple[FlowPolicyConfig, TrainConfig]:
@@ -104,6 +114,32 @@ def shift_image(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> 
         p = np.pad(v, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode='edge')
         views.append(p[max_shift + dy:max_shift + dy + h, max_shift + dx:max_shift + dx + h])
     return np.concatenate(views, axis=1)
+
+
+def shift_views(images: torch.Tensor, n_cameras: int, offsets: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """(B, 3, S, S*n) -> each camera view translated: view v of sample b is the window at `offsets[b, v]`
+    (row, col in [0, 2*max_shift]) of the view edge-padded by max_shift, as shift_image does on one frame."""
+    b, c, s, w = images.shape
+    n = n_cameras
+    views = images.reshape(b, c, s, n, s).permute(0, 3, 1, 2, 4).reshape(b * n, c, s, s)  # (B*n, 3, S, S)
+    padded = F.pad(views, [max_shift] * 4, mode='replicate')  # (B*n, 3, S+2p, S+2p)
+    grid = torch.arange(s, device=images.device)
+    off = offsets.reshape(b * n, 2).to(images.device)
+    rows = (off[:, 0, None] + grid)[:, None, :, None]  # (B*n, 1, S, 1)
+    cols = (off[:, 1, None] + grid)[:, None, None, :]  # (B*n, 1, 1, S)
+    batch = torch.arange(b * n, device=images.device)[:, None, None, None]
+    chan = torch.arange(c, device=images.device)[None, :, None, None]
+    out = padded[batch, chan, rows, cols]  # (B*n, 3, S, S)
+    return out.reshape(b, n, c, s, s).permute(0, 2, 3, 1, 4).reshape(b, c, s, w)
+
+
+def random_shift(images: torch.Tensor, n_cameras: int, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """DrQ-style augmentation (Kostrikov et al. 2020) for a backbone trained on images: a new random
+    translation of up to max_shift px per sample and camera view."""
+    if max_shift == 0:
+        return images
+    offsets = torch.randint(0, 2 * max_shift + 1, (images.shape[0], n_cameras, 2), generator=generator)
+    return shift_views(images, n_cameras, offsets, max_shift)
 
 
 def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig) -> str:
@@ -165,14 +201,32 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
     return out
 
 
+# config fields a fine-tuning run may set otherwise than its init_from checkpoint: they change what trains or
+# how actions are sampled, not the weights' shapes or meaning (a frozen trunk can be fine-tuned from)
+FINE_TUNE_FIELDS = ('frozen',) + SAMPLER_FIELDS
+
+
 def init_policy(checkpoint: str, pc: FlowPolicyConfig, device: str):
-    """The checkpoint's policy (weights + normaliser stats) to fine-tune; its config must be `pc`."""
-    from flow_rag_vla_ros.core.checkpoint import load_checkpoint, load_config
+    """The checkpoint's policy (weights + normaliser stats) to fine-tune; its config must be `pc` except for
+    FINE_TUNE_FIELDS, which take pc's values (e.g. `frozen: false` fine-tunes the checkpoint's frozen trunk)."""
+    from flow_rag_vla_ros.core.checkpoint import build_policy, load_checkpoint, load_config
     have, want = asdict(load_config(checkpoint)), asdict(pc)
-    differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in FINE_TUNE_FIELDS)
     require(not differ, f'init_from {checkpoint}: policy config differs in {differ} '
                         f'(checkpoint {[have.get(k) for k in differ]}, config {[want.get(k) for k in differ]})')
-    return load_checkpoint(checkpoint, device).train()
+    source = load_checkpoint(checkpoint, 'cpu')
+    if asdict(source.config) == want:
+        return source.to(device).train()
+    policy = build_policy(pc)
+    policy.load_state_dict(source.state_dict())  # the trunk too: ImageNet's where the source kept it frozen
+    return policy.to(device).train()
+
+
+def freeze_batchnorm(policy) -> None:
+    """BatchNorm layers of the vision backbone to eval mode (running statistics kept, affine weights still train)."""
+    for m in policy.vision.backbone.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 # -- training state (no pickle) --------------------------------------------------------------------
@@ -288,6 +342,8 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     from flow_rag_vla_ros.core.normalizer import NormalizerStats
     from flow_rag_vla_ros.sim.dataset import load_meta
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if tc.device == 'auto' else tc.device
+    if device.startswith('cuda'):  # fixed shapes every step: let cuDNN pick its fastest convolutions
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(tc.seed)
     data, out = Path(tc.data), Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +352,10 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled
     ds = build_dataset(policy, files, pc, tc, data, device, progress, frozenset(relabelled))
     m = len(ds['proprio'])
-    embedder = InstructionEmbedder()
+    if device != 'cpu':  # a GPU holds the whole dataset (images included): no host-to-device copy per step
+        ds = {k: v.to(device) for k, v in ds.items()}
+    # a fine-tuned model keeps the instruction vectors it was trained with (its cache; MiniLM only for new ones)
+    embedder = InstructionEmbedder.from_checkpoint(tc.init_from) if tc.init_from else InstructionEmbedder()
     lang_table = torch.from_numpy(embedder.embed_many([INSTRUCTIONS[t] for t in TASKS]))  # (n_tasks, 384)
     if not tc.init_from:  # a fine-tuned model keeps its normaliser: the weights were learned in its units
         policy.set_normalizer(NormalizerStats.from_data(ds['proprio'].numpy()),
@@ -305,20 +364,29 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     episodes = ds['episode'].unique().numpy()
     rng = np.random.default_rng(tc.seed)
     val_eps = set(rng.choice(episodes, size=int(round(tc.val_fraction * len(episodes))), replace=False).tolist())
-    is_val = torch.tensor([int(e) in val_eps for e in ds['episode']])
+    is_val = torch.tensor([int(e) in val_eps for e in ds['episode'].cpu()])
     train_idx, val_idx = torch.nonzero(~is_val)[:, 0], torch.nonzero(is_val)[:, 0]
     copies = len(ds['tokens']) // m if 'tokens' in ds else 1
 
-    def batch_of(idx: torch.Tensor, copy: torch.Tensor | None = None) -> dict:
+    lang_table = lang_table.to(device)
+
+    def batch_of(idx: torch.Tensor, copy: torch.Tensor | None = None, shift: torch.Generator | None = None) -> dict:
+        idx = idx.to(ds['proprio'].device)
         b = {'proprio': ds['proprio'][idx], 'actions': ds['chunks'][idx], 'language': lang_table[ds['task'][idx]]}
         if 'tokens' in ds:
-            row = idx if copy is None else idx + copy * m
+            row = idx if copy is None else idx + copy.to(idx.device) * m
             b['visual_tokens'] = ds['tokens'][row].float()
         else:
             b['images'] = ds['images'][idx]
+            if shift is not None:
+                b['images'] = random_shift(b['images'], pc.n_cameras, tc.image_shift, shift)
         return {k: v.to(device) for k, v in b.items()}
 
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    backbone = {id(p) for p in policy.vision.backbone.parameters()}
+    groups = [{'params': [p for p in policy.trainable_parameters() if id(p) not in backbone], 'lr_scale': 1.0},
+              {'params': [p for p in policy.trainable_parameters() if id(p) in backbone],
+               'lr_scale': tc.backbone_lr_scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g['params']], lr=tc.lr, weight_decay=tc.weight_decay)
     step = load_training_state(out, policy, optimizer) if resume and (out / STATE_FILE).exists() else 0
     gen = torch.Generator().manual_seed(tc.seed + step)
     history = []
@@ -333,18 +401,23 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
                 idx = val_idx[s:s + 512]
                 total += float(policy.compute_loss(batch_of(idx), generator=vg).loss) * len(idx)
                 n += len(idx)
-        policy.train()
+        train_mode()
         return total / n
 
-    policy.train()
+    def train_mode() -> None:
+        policy.train()
+        if tc.backbone_batchnorm == 'frozen':
+            freeze_batchnorm(policy)
+
+    train_mode()
     bar = tqdm(range(step, tc.steps), desc='train', disable=not progress, initial=step, total=tc.steps)
     t0, loss_ema = time.time(), None
     for step in bar:
         for g in optimizer.param_groups:
-            g['lr'] = lr_at(step, tc)
+            g['lr'] = lr_at(step, tc) * g.get('lr_scale', 1.0)  # a pre-scale training state has none
         pick = torch.randint(len(train_idx), (tc.batch_size,), generator=gen)
         copy = torch.randint(copies, (tc.batch_size,), generator=gen)
-        loss = policy.compute_loss(batch_of(train_idx[pick], copy)).loss
+        loss = policy.compute_loss(batch_of(train_idx[pick], copy, gen if tc.image_shift else None)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), tc.grad_clip)
@@ -353,7 +426,8 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
         loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
         bar.set_postfix(loss=f'{loss_ema:.4f}')
         if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
-            history.append({'step': step + 1, 'train_loss': loss_ema, 'val_loss': validate()})
+            history.append({'step': step + 1, 'train_loss': loss_ema, 'val_loss': validate(),
+                            'seconds': round(time.time() - t0, 1)})
             bar.write(json.dumps(history[-1]))
         if (step + 1) % tc.save_every == 0:
             save_training_state(out, policy, optimizer, step + 1)
@@ -384,16 +458,31 @@ def register(subparsers) -> None:
     p.add_argument('--relabelled-data', nargs='*', metavar='DIR',
                    help='override train.relabelled_data (no DIR: none, e.g. the demonstrations-only control)')
     p.add_argument('--eval-episodes', type=int, help='override train.eval_episodes')
+    p.add_argument('--set', nargs='*', action='extend', default=[], metavar='SECTION.FIELD=VALUE',
+                   help='any other override, e.g. train.init_from=DIR policy.noise_scale=0.25 (value parsed as YAML)')
     p.add_argument('--resume', action='store_true', help='continue from out/training_state.*')
     p.add_argument('--no-progress', action='store_true')
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def configs_from_args(args: argparse.Namespace) -> tuple[FlowPolicyConfig, TrainConfig]:
+    """The YAML's configs with the command line's overrides (flags, then `--set`) applied and validated."""
+    from flow_rag_vla_ros.launcher import parse_overrides
     pc, tc = load_yaml(args.config)
+    sets = parse_overrides(args.set)
+    unknown = sorted(set(sets) - {'policy', 'train'})
+    if unknown:
+        raise SystemExit(f'train --set: sections are policy and train, not {unknown}')
     overrides = {'data': args.data, 'out': args.out, 'steps': args.steps, 'eval_episodes': args.eval_episodes,
                  'relabelled_data': args.relabelled_data}
-    tc = from_dict(TrainConfig, {**asdict(tc), **{k: v for k, v in overrides.items() if v is not None}})
+    pc = from_dict(FlowPolicyConfig, {**asdict(pc), **sets.get('policy', {})})
+    tc = from_dict(TrainConfig, {**asdict(tc), **sets.get('train', {}),
+                                 **{k: v for k, v in overrides.items() if v is not None}})
+    return pc, tc
+
+
+def run(args: argparse.Namespace) -> int:
+    pc, tc = configs_from_args(args)
     result = train(pc, tc, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({'out': result['out'], 'final': result['history'][-1] if result['history'] else None,
                       'eval': result['eval']}, indent=2))

@@ -86,3 +86,71 @@ def test_cli_relabelled_data_override_distinguishes_none_from_unset():
     assert parse(['train', '--config', 'c.yaml']).relabelled_data is None  # keep the config's
     assert parse(['train', '--config', 'c.yaml', '--relabelled-data']).relabelled_data == []  # none
     assert parse(['train', '--config', 'c.yaml', '--relabelled-data', 'a', 'b']).relabelled_data == ['a', 'b']
+
+
+def test_shift_views_translates_each_camera_view_like_shift_image():
+    import torch
+
+    from flow_rag_vla_ros.tools.train import shift_image, shift_views
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (8, 16, 3), dtype=np.uint8)  # two 8x8 cameras side by side
+    images = torch.from_numpy(frame).permute(2, 0, 1)[None].float()  # (1, 3, 8, 16)
+    offsets = torch.tensor([[[0, 5], [3, 3]]])  # camera 0 moved (row -3, col +2), camera 1 not at all
+
+    class Fixed:  # the numpy reference draws (dy, dx) per view: give it the same offsets
+        def __init__(self):
+            self.draws = iter([np.array([-3, 2]), np.array([0, 0])])
+
+        def integers(self, *args, **kwargs):
+            return next(self.draws)
+
+    expected = shift_image(frame, Fixed(), 3)
+    got = shift_views(images, 2, offsets, 3)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got[:, 8:], frame[:, 8:])
+    assert not np.array_equal(got[:, :8], frame[:, :8])
+
+
+def test_a_frozen_checkpoint_fine_tunes_its_trunk_at_a_scaled_learning_rate(datasets):
+    import torch
+
+    from flow_rag_vla_ros.core.checkpoint import BACKBONE_PREFIX
+    from flow_rag_vla_ros.tools.train import init_policy
+    run(datasets, 'base')  # frozen ImageNet trunk: not stored in the checkpoint
+    unfrozen = FlowPolicyConfig(**SMALL, frozen=False)
+    start = init_policy(str(datasets / 'base'), unfrozen, 'cpu')
+    base = load_checkpoint(datasets / 'base')
+    assert all(p.requires_grad for p in start.vision.backbone.parameters())
+    for k, v in base.state_dict().items():  # the trunk is ImageNet's, the rest the checkpoint's
+        assert torch.equal(start.state_dict()[k], v), k
+    with pytest.raises(ValueError, match=r"differs in \['d_model'"):
+        init_policy(str(datasets / 'base'), FlowPolicyConfig(**{**SMALL, 'd_model': 64}, frozen=False), 'cpu')
+
+    tc = TrainConfig(data=str(datasets / 'demos'), out=str(datasets / 'tuned'), tasks=['push'], steps=2, batch_size=4,
+                     val_fraction=0.0, eval_episodes=0, warmup=1, init_from=str(datasets / 'base'), image_shift=2)
+    train(unfrozen, tc, progress=False)
+    tuned = load_checkpoint(datasets / 'tuned')
+    assert not tuned.config.frozen
+    stem = f'{BACKBONE_PREFIX}_conv_stem.weight'
+    moved = lambda name, key: float((load_checkpoint(datasets / name).state_dict()[key]  # noqa: E731
+                                     - base.state_dict()[key]).abs().max())
+    assert moved('tuned', stem) > 0  # the trunk trained and is stored
+    bn = f'{BACKBONE_PREFIX}_bn0.running_mean'
+    assert moved('tuned', bn) == 0  # BatchNorm statistics kept (backbone_batchnorm: frozen)
+    train(unfrozen, TrainConfig(**{**tc.__dict__, 'out': str(datasets / 'still'), 'backbone_lr_scale': 0.0}),
+          progress=False)
+    assert moved('still', stem) == 0 and moved('still', next(k for k in base.state_dict()
+                                                              if k.endswith('action_out_proj.weight'))) > 0
+
+
+def test_cli_set_overrides_either_section_and_refuses_others():
+    from flow_rag_vla_ros.cli import build_parser
+    from flow_rag_vla_ros.tools.train import configs_from_args
+    parse = build_parser(['train']).parse_args
+    pc, tc = configs_from_args(parse(['train', '--config', 'config/train_vla_v8.yaml', '--steps', '7', '--set',
+                                      'policy.noise_scale=0.5', 'train.backbone_lr_scale=1.0', 'train.tasks=[push]']))
+    assert (pc.noise_scale, pc.frozen, tc.backbone_lr_scale, tc.tasks, tc.steps) == (0.5, False, 1.0, ['push'], 7)
+    with pytest.raises(SystemExit, match='not'):
+        configs_from_args(parse(['train', '--config', 'config/train_vla_v8.yaml', '--set', 'merger.x=1']))
+    with pytest.raises(ValueError, match='backbone_lr_scale'):
+        configs_from_args(parse(['train', '--config', 'config/train_vla_v8.yaml', '--set', 'train.backbone_lr_scale=-1']))

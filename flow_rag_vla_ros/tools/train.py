@@ -361,7 +361,7 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
         policy.set_normalizer(NormalizerStats.from_data(ds['proprio'].numpy()),
                               NormalizerStats.from_data(ds['chunks'].numpy()))
     # episode-level split
-    episodes = ds['episode'].unique().numpy()
+    episodes = ds['episode'].unique().cpu().numpy()
     rng = np.random.default_rng(tc.seed)
     val_eps = set(rng.choice(episodes, size=int(round(tc.val_fraction * len(episodes))), replace=False).tolist())
     is_val = torch.tensor([int(e) in val_eps for e in ds['episode'].cpu()])

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help='stack parameter overrides for the replay and stack sections (A/B runs)')
     p.add_argument('--retrieval-sizes', nargs='+', type=int, default=[10_000, 100_000])
     p.add_argument('--iters', type=int, default=300, help='backend timing iterations')
+    p.add_argument('--device', default='cpu', help="backends: the device the named backends run on (cuda: torch eager "
+                                                   "on the GPU; torch-cudagraph and tensorrt use cuda in any case)")
+    p.add_argument('--precision', help='backends: torch-cudagraph fp32 | bf16, tensorrt fp16 | fp32 (default: theirs)')
     p.set_defaults(func=run)
 
 
@@ -266,7 +269,9 @@ def run(args: argparse.Namespace) -> int:
         from flow_rag_vla_ros.paths import config_path
         default = load_node_parameters(config_path(), 'flow_policy').get('checkpoint', '')
         ckpt = resolve_checkpoint(args.checkpoint or default)
-        result['backends'] = benchmark_backends(ckpt, args.backends, iters=args.iters, warmup=20)
+        opts = {'precision': args.precision} if args.precision else {}
+        result['backends'] = benchmark_backends(ckpt, args.backends, iters=args.iters, warmup=20, device=args.device,
+                                                **opts)
     if 'replay' in args.sections:
         result['replay'] = bench_replay(args)
     if 'stack' in args.sections:

@@ -90,6 +90,8 @@ def benchmark_backends(checkpoint_dir: str | Path, names: Sequence[str], iters: 
                                                **opts)
         except Exception as e:  # unavailable here: report why, keep benchmarking the others
             results[name] = {'available': False, 'used': 'unavailable', 'reason': str(e)}
+    if not loaded:  # nothing to time (e.g. only GPU backends asked for on a CPU machine)
+        return {name: results[name] for name in names}
     calls = {}
     for name, backend in loaded.items():
         x = bench_inputs(backend.image_shape, backend.horizon)

@@ -176,6 +176,11 @@ def test_benchmark_backends_reports_every_requested_backend(ckpt, standin_loader
     assert list(res) == ['torch', 'onnxruntime', 'tensorrt']
 
 
+def test_benchmark_backends_with_none_available_reports_why(ckpt, standin_loaders):
+    res = benchmark_backends(ckpt, ['tensorrt'], iters=5, warmup=1)
+    assert res['tensorrt']['available'] is False and res['tensorrt']['reason']
+
+
 def test_time_interleaved_alternates_blocks_and_counts_only_warm_calls():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in ('a', 'b', 'c')}

@@ -91,6 +91,30 @@ train)
     OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v7_ns025 \
         --backend onnxruntime --pipelines flow_only --json "$OUT/robust_push_expert/${task}_seed${seed}_${n}_vla_v7_ns025.json"
   done
+  # stop 25: vla_v6 with its EfficientNet trunk fine-tuned (trains on images: run on a GPU machine; the data moves
+  # there packed, `python3 scripts/pack_dataset.py pack data/demos_2cam_base P` here and `unpack P data/demos_2cam_base`
+  # there). vla_v8_a: the same with the trunk at 0.3x the expert's rate. docs/results/finetuned_trunk, gpu_h200
+  mkdir -p "$OUT/finetuned_trunk"
+  $FRV train --config config/train_vla_v8.yaml --eval-episodes 0 && $FRV export --checkpoint models/vla_v8 --out models/vla_v8
+  $FRV train --config config/train_vla_v8.yaml --eval-episodes 0 --out models/vla_v8_a --set train.backbone_lr_scale=0.3 &&
+      $FRV export --checkpoint models/vla_v8_a --out models/vla_v8_a
+  $FRV train --config config/train_vla_v9.yaml --eval-episodes 0 && $FRV export --checkpoint models/vla_v9 --out models/vla_v9 \
+      --int8 --dataset data/demos_2cam_base
+  for m in vla_v8 vla_v9; do
+    for tsn in push:3000:50 push:5000:50 push:7000:50 push:0:100 pick_and_place:3000:50 pick_and_place:5000:50 \
+               pick_and_place:7000:50 reach:3000:50 reach:7000:50 reach:5000:100; do
+      IFS=: read -r task seed n <<< "$tsn"
+      OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/$m \
+          --backend onnxruntime --pipelines flow_only --json "$OUT/finetuned_trunk/${task}_seed${seed}_${n}_$m.json"
+    done
+  done
+  for s in 3000 5000 7000; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v8_a \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/finetuned_trunk/push_seed${s}_50_vla_v8_a.json"
+  done
+  # on the GPU machine: the CUDA-graph tests and the policy step's GPU latency (docs/results/gpu_h200)
+  #   python3 -m pytest -q test/core/backends/test_gpu_backends.py
+  #   $FRV bench --sections backends --backends torch torch-cudagraph --device cuda --checkpoint models/vla_v9 [--precision bf16]
   # the shipped multi-task model: vla_v5 trained 3,000 steps more on a demonstration subset (docs/results/dagger)
   mkdir -p "$OUT/dagger"
   $FRV train --config config/train_vla_v6.yaml && $FRV export --checkpoint models/vla_v6 --out models/vla_v6 --int8 \

@@ -4,7 +4,10 @@ Freezing strategy (`frozen`): the pretrained EfficientNet-Lite0 trunk is frozen 
 parameters have requires_grad=False and it always runs in eval mode (BatchNorm uses the ImageNet running
 statistics, also while the rest of the policy trains), so its tokens can be cached once per dataset and
 the trunk is not duplicated into checkpoints (config names its source). `frozen: false` fine-tunes it
-(train on images, not cached features). The small CNN backbone is always trained (it has no
+(train on images, not cached features; the trunk is then stored in the checkpoint). A frozen checkpoint can be
+fine-tuned from (`train.init_from`); training keeps the trunk's BatchNorm statistics by default
+(`TrainConfig.backbone_batchnorm`) and can give it its own learning rate (`backbone_lr_scale`): the shipped
+`vla_v9` was trained so. The small CNN backbone is always trained (it has no
 pretrained weights). Language (MiniLM) is always frozen and lives outside the module (embeddings in).
 """
 from __future__ import annotations

@@ -76,8 +76,13 @@ def main(argv=None) -> int:
     files = [f for task in tasks for f in sorted((src / task).glob('episode_*.npz'))]
     for task in tasks:
         (dst / task).mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(a.workers or os.cpu_count()) as pool:
-        count = sum(1 for _ in pool.map(partial(convert, a.mode, dst), files, chunksize=16))
+    work = partial(convert, a.mode, dst)
+    workers = a.workers or os.cpu_count() or 1
+    if workers == 1:
+        count = sum(1 for _ in map(work, files))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            count = sum(1 for _ in pool.map(work, files, chunksize=16))
     if a.mode == 'pack' and a.tasks:
         meta['tasks'] = {t: v for t, v in meta['tasks'].items() if t in tasks}
     (dst / 'meta.json').write_text(json.dumps(meta, indent=2, sort_keys=True))

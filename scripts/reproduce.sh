@@ -215,6 +215,24 @@ results|all)
   for task in pick_and_place push; do  # the multi-task model through the node graph
     $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v5 --json "$OUT/sim_${task}_vla_v5.json"
   done
+  for task in pick_and_place push reach; do  # the shipped multi-task model (stop 25) through the node graph
+    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v9 \
+        --json "$OUT/finetuned_trunk/sim_${task}_vla_v9.json"
+  done
+  # issue 4 on the shipped vla_v9 (stop 25): the nine revisit sets in-process, four of them through the node graph
+  mkdir -p "$OUT/rag_revisits/vla_v9" "$OUT/rag_revisits/node_graph_vla_v9"
+  for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100 200; do
+    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+        --checkpoint models/vla_v9 --pipelines flow_only parallel --json "$OUT/rag_revisits/vla_v9/${scenario}_seed$seed.json"
+  done; done
+  for ss in heavy_cube:100 slippery_zone:100 heavy_cube:0 external_push:100; do
+    $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
+        --pipelines flow_only parallel --json "$OUT/rag_revisits/node_graph_vla_v9/${ss%:*}_seed${ss#*:}.json"
+  done
+  for run in 2 3; do  # slippery_zone 100-109 again, parallel only
+    $FRV eval --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 100 --checkpoint models/vla_v9 \
+        --pipelines parallel --json "$OUT/rag_revisits/node_graph_vla_v9/slippery_zone_seed100_parallel_$run.json"
+  done
   # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
   # (vla_v5: reach_data_scaling/ from the train section; vla_v3, the previous one, is trained there too)
   for task in reach push pick_and_place; do

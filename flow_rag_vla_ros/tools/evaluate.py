@@ -88,11 +88,23 @@ def evaluate(args) -> dict:
         return _evaluate(args, params_file(args, tmp))
 
 
+def checkpoint_record(checkpoint: str, params) -> dict:
+    """Which model a report is about: the directory (`--checkpoint`, else the parameters' flow_policy.checkpoint)
+    and the SHA-256 of its weights, so a result stays tied to its model when directories are renamed."""
+    from flow_rag_vla_ros.core.backends.engine_cache import sha256_file
+    from flow_rag_vla_ros.nodes.runtime import resolve_checkpoint
+    from flow_rag_vla_ros.tools.inprocess import _stack_checkpoint
+    name = checkpoint or _stack_checkpoint(params)
+    weights = resolve_checkpoint(name) / 'model.safetensors'
+    return {'path': name, 'model_sha256': sha256_file(weights) if weights.exists() else None}
+
+
 def _evaluate(args, inprocess_params) -> dict:
     from flow_rag_vla_ros.tools.bench import machine
     tasks = args.tasks or [args.task]
     report: dict = {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed,
-                    'situations': args.situations, 'machine': machine(), 'tasks': {}}
+                    'situations': args.situations, 'machine': machine(),
+                    'checkpoint': checkpoint_record(args.checkpoint, args.params), 'tasks': {}}
     for task in tasks:
         rows = {}
         for pipeline in args.pipelines:

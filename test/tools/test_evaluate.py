@@ -60,3 +60,17 @@ def test_repeated_set_flags_add_up():
     assert _args().set == []
     bench = build_parser(['bench']).parse_args(['bench', '--set', 'a.b=1', '--set', 'c.d=2'])
     assert bench.set == ['a.b=1', 'c.d=2']
+
+
+def test_a_report_names_its_checkpoint_and_the_hash_of_its_weights(tmp_path):
+    import hashlib
+
+    from flow_rag_vla_ros.core.config import load_node_parameters
+    from flow_rag_vla_ros.paths import config_path
+    from flow_rag_vla_ros.tools.evaluate import checkpoint_record
+    (tmp_path / 'model.safetensors').write_bytes(b'weights')
+    rec = checkpoint_record(str(tmp_path), None)
+    assert rec == {'path': str(tmp_path), 'model_sha256': hashlib.sha256(b'weights').hexdigest()}
+    # no --checkpoint: the one the stack's parameters name, as the runs themselves use
+    default = load_node_parameters(config_path('stack.yaml'), 'flow_policy')['checkpoint']
+    assert checkpoint_record('', None)['path'] == default

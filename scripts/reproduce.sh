@@ -112,6 +112,17 @@ train)
     OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v8_a \
         --backend onnxruntime --pipelines flow_only --json "$OUT/finetuned_trunk/push_seed${s}_50_vla_v8_a.json"
   done
+  # vla_v9's sampler temperature rechecked: noise std 0 / 0.5 on a fresh set, then 0.5 on the evaluation sets
+  D="$OUT/finetuned_trunk/noise_scale" && mkdir -p "$D"
+  for ns in 0 05; do $FRV export --checkpoint models/vla_v9 --noise-scale "${ns/05/0.5}" --out /tmp/vla_v9_ns$ns; done
+  for c in models/vla_v9 /tmp/vla_v9_ns0 /tmp/vla_v9_ns05; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed 9000 --checkpoint $c --backend onnxruntime \
+        --pipelines flow_only --json "$D/push_seed9000_50_$(basename $c).json"
+  done
+  for sn in 3000:50 5000:50 7000:50 0:100; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes ${sn#*:} --seed ${sn%:*} --checkpoint /tmp/vla_v9_ns05 \
+        --backend onnxruntime --pipelines flow_only --json "$D/push_seed${sn%:*}_${sn#*:}_vla_v9_ns05.json"
+  done
   # on the GPU machine: the CUDA-graph tests and the policy step's GPU latency (docs/results/gpu_h200)
   #   python3 -m pytest -q test/core/backends/test_gpu_backends.py
   #   $FRV bench --sections backends --backends torch torch-cudagraph --device cuda --checkpoint models/vla_v9 [--precision bf16]

@@ -352,23 +352,21 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled
     ds = build_dataset(policy, files, pc, tc, data, device, progress, frozenset(relabelled))
     m = len(ds['proprio'])
-    if device != 'cpu':  # a GPU holds the whole dataset (images included): no host-to-device copy per step
-        ds = {k: v.to(device) for k, v in ds.items()}
     # a fine-tuned model keeps the instruction vectors it was trained with (its cache; MiniLM only for new ones)
     embedder = InstructionEmbedder.from_checkpoint(tc.init_from) if tc.init_from else InstructionEmbedder()
-    lang_table = torch.from_numpy(embedder.embed_many([INSTRUCTIONS[t] for t in TASKS]))  # (n_tasks, 384)
+    lang_table = torch.from_numpy(embedder.embed_many([INSTRUCTIONS[t] for t in TASKS])).to(device)  # (n_tasks, 384)
     if not tc.init_from:  # a fine-tuned model keeps its normaliser: the weights were learned in its units
         policy.set_normalizer(NormalizerStats.from_data(ds['proprio'].numpy()),
                               NormalizerStats.from_data(ds['chunks'].numpy()))
     # episode-level split
-    episodes = ds['episode'].unique().cpu().numpy()
+    episodes = ds['episode'].unique().numpy()
     rng = np.random.default_rng(tc.seed)
     val_eps = set(rng.choice(episodes, size=int(round(tc.val_fraction * len(episodes))), replace=False).tolist())
-    is_val = torch.tensor([int(e) in val_eps for e in ds['episode'].cpu()])
+    is_val = torch.tensor([int(e) in val_eps for e in ds['episode']])
     train_idx, val_idx = torch.nonzero(~is_val)[:, 0], torch.nonzero(is_val)[:, 0]
     copies = len(ds['tokens']) // m if 'tokens' in ds else 1
-
-    lang_table = lang_table.to(device)
+    if device != 'cpu':  # a GPU holds the whole dataset (images included): no host-to-device copy per step
+        ds = {k: v.to(device) for k, v in ds.items()}
 
     def batch_of(idx: torch.Tensor, copy: torch.Tensor | None = None, shift: torch.Generator | None = None) -> dict:
         idx = idx.to(ds['proprio'].device)

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     'train': ('flow_rag_vla_ros.tools.train', 'train the flow policy'),
     'dagger': ('flow_rag_vla_ros.tools.dagger', "label the policy's own rollouts with the scripted expert"),
     'eval': ('flow_rag_vla_ros.tools.evaluate', 'evaluate tasks, scenarios and pipelines'),
+    'failure-head': ('flow_rag_vla_ros.tools.failure_head', 'train the learned failure head on policy rollouts'),
     'bench': ('flow_rag_vla_ros.tools.bench', 'latency / retrieval / backend benchmarks'),
     'export': ('flow_rag_vla_ros.tools.export', 'export the model to ONNX (verified)'),
     'memory': ('flow_rag_vla_ros.tools.memory', 'inspect or export a failure memory directory'),

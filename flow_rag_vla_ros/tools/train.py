@@ -286,7 +286,7 @@ class TemporalEnsembler:
 
 def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: np.ndarray, cameras=('scene',),
                         decay: float = 0.5, device: str = 'cpu', progress: bool = False, recorder=None,
-                        max_steps: int = 0) -> dict:
+                        max_steps: int = 0, scenario: str = '') -> dict:
     """Success rate of the policy over `episodes` PandaEnv episodes (episode i: seed + i).
 
     `recorder` (optional, e.g. tools/dagger.py) sees every rollout: `recorder.start(env, seed)` after each reset,
@@ -297,7 +297,8 @@ def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: n
     from flow_rag_vla_ros.core.vision import preprocess
     from flow_rag_vla_ros.sim.panda_env import PandaEnv, SimConfig
     c = policy.config
-    env = PandaEnv(SimConfig(task=task, image_size=c.image_size, cameras=list(cameras), max_steps=max_steps))
+    env = PandaEnv(SimConfig(task=task, image_size=c.image_size, cameras=list(cameras), max_steps=max_steps,
+                             scenario=scenario))
     ens = TemporalEnsembler(c.horizon, decay)
     lang = torch.from_numpy(np.asarray(language, np.float32)[None]).to(device)  # (1, 384)
     outcomes = []

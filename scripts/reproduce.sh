@@ -244,6 +244,8 @@ results|all)
   mkdir -p "$OUT/failure_head"
   OMP_NUM_THREADS=1 $FRV failure-head --checkpoint models/vla_v9 --episodes 25 --train-seed 0 --test-seed 5000 \
       --json "$OUT/failure_head/vla_v9.json"
+  OMP_NUM_THREADS=1 $FRV failure-head --checkpoint models/vla_v9 --episodes 50 --train-seed 0 --test-seed 5000 \
+      --json "$OUT/failure_head/vla_v9_50.json"
   for run in 2 3; do  # slippery_zone 100-109 again, parallel only
     $FRV eval --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 100 --checkpoint models/vla_v9 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_vla_v9/slippery_zone_seed100_parallel_$run.json"

@@ -50,7 +50,7 @@ class ExpertLabeller:
         self.seed, self.instruction = seed, env.instruction
         self.images, self.proprio, self.labels = [], [], []
 
-    def record(self, obs, env) -> None:
+    def record(self, obs, env, tokens) -> None:
         self.images.append(obs.image)
         self.proprio.append(obs.proprio)
         self.labels.append(env.lookahead(self.expert.act, self.horizon))  # (H, 4)

@@ -23,23 +23,19 @@ import numpy as np
 
 
 class EmbeddingRecorder:
-    """A rollout recorder (tools/train.py evaluate_in_process): the state embedding before every step."""
+    """A rollout recorder (tools/train.py evaluate_in_process): the state embedding before every step, from the
+    visual tokens the policy computed for that frame."""
 
-    def __init__(self, policy, language: np.ndarray, embedding_config=None):
-        self.policy, self.language, self.config = policy, np.asarray(language, np.float32), embedding_config
+    def __init__(self, language: np.ndarray, embedding_config=None):
+        self.language, self.config = np.asarray(language, np.float32), embedding_config
         self.episodes: list[dict] = []
 
     def start(self, env, seed: int) -> None:
         self.current = {'seed': seed, 'embeddings': []}
 
-    def record(self, obs, env) -> None:
-        import torch
-
+    def record(self, obs, env, tokens: np.ndarray) -> None:
         from flow_rag_vla_ros.core.memory.embedding import state_embedding
-        from flow_rag_vla_ros.core.vision import preprocess
-        with torch.inference_mode():
-            tokens = self.policy.vision(torch.from_numpy(preprocess(obs.image, self.policy.config)[None]))[0]
-        self.current['embeddings'].append(state_embedding(tokens.numpy(), obs.proprio, self.language, self.config))
+        self.current['embeddings'].append(state_embedding(tokens, obs.proprio, self.language, self.config))
 
     def end(self, outcome: dict) -> None:
         self.current.update(success=bool(outcome['success']), failure_type=outcome['failure_type'])
@@ -66,7 +62,7 @@ def rollouts(policy, checkpoint: Path, cameras: list[str], runs: list[str], epis
     for run in runs:
         task, _, scenario = run.partition(':')
         language = embedder.embed(INSTRUCTIONS[task])
-        recorder = EmbeddingRecorder(policy, language)
+        recorder = EmbeddingRecorder(language)
         evaluate_in_process(policy, task, episodes, seed, language, cameras, progress=progress,
                             recorder=recorder, scenario=scenario)
         out += [{**e, 'run': run} for e in recorder.episodes]
@@ -104,22 +100,23 @@ def run(args: argparse.Namespace) -> int:
         task, sep, scenario = r.partition(':')
         if not sep or (scenario and scenario not in list_scenarios()):
             raise SystemExit(f'failure-head: run {r!r} is not task:scenario (scenarios: {list_scenarios()})')
+    if args.episodes * len(args.runs) < 5:
+        raise SystemExit('failure-head: needs 5 or more training episodes in all (every 5th one validates the L2 '
+                         f'choice); {args.episodes} x {len(args.runs)} runs')
     ckpt = resolve_checkpoint(args.checkpoint)
     policy, cameras = load_checkpoint(ckpt), checkpoint_cameras(ckpt) or ['scene']
     h = policy.config.horizon
     report: dict = {'checkpoint': args.checkpoint, 'runs': args.runs, 'episodes': args.episodes, 'horizon': h}
-    split = {}
+    episodes = {name: rollouts(policy, ckpt, cameras, args.runs, args.episodes, seed, not args.no_progress)
+                for name, seed in (('train', args.train_seed), ('test', args.test_seed))}
+    split = {name: dataset(eps, h) for name, eps in episodes.items()}
     for name, seed in (('train', args.train_seed), ('test', args.test_seed)):
-        eps = rollouts(policy, ckpt, cameras, args.runs, args.episodes, seed, not args.no_progress)
-        split[name] = dataset(eps, h)
-        if name == 'train':
-            train_eps = eps
+        eps, labels = episodes[name], split[name][2]
         report[name] = {'seed': seed, 'episodes': len(eps), 'failed': sum(not e['success'] for e in eps),
-                        'examples': int(len(split[name][2])), 'positives': int(split[name][2].sum())}
+                        'examples': int(len(labels)), 'positives': int(labels.sum())}
     # L2 chosen on a validation split of the training rollouts (every 5th episode), never on the test rollouts
-    val = [i % 5 == 4 for i in range(len(train_eps))]
-    fit_part = dataset([e for e, v in zip(train_eps, val) if not v], h)
-    val_part = dataset([e for e, v in zip(train_eps, val) if v], h)
+    fit_part = dataset([e for i, e in enumerate(episodes['train']) if i % 5 != 4], h)
+    val_part = dataset([e for i, e in enumerate(episodes['train']) if i % 5 == 4], h)
     dim = split['train'][0].shape[1]
     report['l2_selection'] = {str(l2): FailureHead(dim, threshold=args.threshold).fit(*fit_part, l2=l2)
                               .precision_recall(*val_part)['f1'] for l2 in args.l2}

@@ -290,8 +290,8 @@ def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: n
     """Success rate of the policy over `episodes` PandaEnv episodes (episode i: seed + i).
 
     `recorder` (optional, e.g. tools/dagger.py) sees every rollout: `recorder.start(env, seed)` after each reset,
-    `recorder.record(obs, env)` before each step (the state the next action is chosen in) and
-    `recorder.end(outcome)` when the episode is done."""
+    `recorder.record(obs, env, tokens)` before each step (the state the next action is chosen in, and its visual
+    tokens (N, C) as the policy computed them) and `recorder.end(outcome)` when the episode is done."""
     from tqdm import tqdm
 
     from flow_rag_vla_ros.core.vision import preprocess
@@ -317,7 +317,7 @@ def evaluate_in_process(policy, task: str, episodes: int, seed: int, language: n
                     chunk = policy.sample_actions(tok, torch.from_numpy(obs.proprio[None]).to(device), lang,
                                                   noise.to(device))[0].cpu().numpy()
                 if recorder is not None:
-                    recorder.record(obs, env)
+                    recorder.record(obs, env, tok[0].cpu().numpy())
                 obs, info = env.step(np.clip(ens.add(obs.step, chunk), -1.0, 1.0))
                 if info.done:
                     outcomes.append({'seed': seed + i, 'success': info.success, 'steps': obs.step,

@@ -38,3 +38,5 @@ def test_cli_refuses_a_run_that_is_not_task_and_scenario():
         main(['failure-head', '--runs', 'push:no_such_scenario', '--episodes', '1'])
     with pytest.raises(SystemExit, match='not task:scenario'):
         main(['failure-head', '--runs', 'push', '--episodes', '1'])
+    with pytest.raises(SystemExit, match='needs 5 or more training episodes'):
+        main(['failure-head', '--runs', 'push:heavy_cube', '--episodes', '2'])

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flow_rag_vla_ros.sim.dataset import Episode, read_episode, write_episode  # noqa: E402
+from flow_rag_vla_ros.sim.dataset import (Episode, episode_arrays, episode_from_arrays, read_episode,  # noqa: E402
+                                          write_episode)
 
 LOSSLESS = [cv2.IMWRITE_WEBP_QUALITY, 101]  # quality above 100 selects WebP's lossless mode
 
@@ -34,15 +35,10 @@ def pack_episode(ep: Episode, path: Path) -> None:
         if not ok:
             raise RuntimeError(f'{path}: WebP encoding failed')
         blobs.append(buf.ravel())
-    fields = {'frames': np.concatenate(blobs), 'offsets': np.cumsum([0] + [len(b) for b in blobs]),
-              'crc': np.array([zlib.crc32(f.tobytes()) for f in ep.images], np.uint32),
-              'shape': np.array(ep.images.shape[1:]), 'proprio': ep.proprio, 'actions': ep.actions,
-              'success': np.array(ep.success), 'instruction': np.array(ep.instruction), 'task': np.array(ep.task),
-              'seed': np.array(ep.seed), 'failure_type': np.array(ep.failure_type)}
-    if ep.chunks is not None:
-        fields['chunks'] = ep.chunks
     with open(path, 'wb') as f:
-        np.savez(f, **fields)
+        np.savez(f, frames=np.concatenate(blobs), offsets=np.cumsum([0] + [len(b) for b in blobs]),
+                 crc=np.array([zlib.crc32(frame.tobytes()) for frame in ep.images], np.uint32),
+                 shape=np.array(ep.images.shape[1:]), **episode_arrays(ep))
 
 
 def unpack_episode(path: Path) -> Episode:
@@ -51,8 +47,7 @@ def unpack_episode(path: Path) -> Episode:
         images = np.stack([cv2.imdecode(frames[a:b], cv2.IMREAD_UNCHANGED) for a, b in zip(offsets[:-1], offsets[1:])])
         if images.shape[1:] != tuple(z['shape']) or [zlib.crc32(f.tobytes()) for f in images] != z['crc'].tolist():
             raise ValueError(f'{path}: decoded frames differ from the packed ones')
-        return Episode(images, z['proprio'], z['actions'], bool(z['success']), str(z['instruction']), str(z['task']),
-                       int(z['seed']), str(z['failure_type']), z['chunks'] if 'chunks' in z else None)
+        return episode_from_arrays(z, images)
 
 
 def convert(mode: str, dst: Path, f: Path) -> None:

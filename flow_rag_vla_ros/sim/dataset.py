@@ -45,27 +45,35 @@ def episode_path(root: str | os.PathLike, task: str, index: int) -> Path:
     return Path(root) / task / f'episode_{index:05d}.npz'
 
 
+def episode_arrays(episode: Episode) -> dict[str, np.ndarray]:
+    """Every field but the images as the arrays an episode file stores (scripts/pack_dataset.py stores them too)."""
+    extra = {} if episode.chunks is None else {'chunks': episode.chunks.astype(np.float32)}
+    return dict(proprio=episode.proprio.astype(np.float32), actions=episode.actions.astype(np.float32),
+                success=np.array(bool(episode.success)), instruction=np.array(episode.instruction),
+                task=np.array(episode.task), seed=np.array(int(episode.seed), dtype=np.int64),
+                failure_type=np.array(episode.failure_type), **extra)
+
+
+def episode_from_arrays(z, images: np.ndarray) -> Episode:
+    """The Episode whose `episode_arrays` are in `z` (an npz file or a dict), with these images."""
+    return Episode(images=images, proprio=z['proprio'], actions=z['actions'], success=bool(z['success']),
+                   instruction=str(z['instruction']), task=str(z['task']), seed=int(z['seed']),
+                   failure_type=str(z['failure_type']), chunks=z['chunks'] if 'chunks' in z else None)
+
+
 def write_episode(root: str | os.PathLike, episode: Episode, index: int) -> Path:
     path = episode_path(root, episode.task, index)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    extra = {} if episode.chunks is None else {'chunks': episode.chunks.astype(np.float32)}
     with open(tmp, 'wb') as f:  # a file object: np.savez would otherwise append '.npz' to the temp name
-        np.savez_compressed(
-            f, images=episode.images.astype(np.uint8), proprio=episode.proprio.astype(np.float32),
-            actions=episode.actions.astype(np.float32), success=np.array(bool(episode.success)),
-            instruction=np.array(episode.instruction), task=np.array(episode.task),
-            seed=np.array(int(episode.seed), dtype=np.int64), failure_type=np.array(episode.failure_type), **extra)
+        np.savez_compressed(f, images=episode.images.astype(np.uint8), **episode_arrays(episode))
     os.replace(tmp, path)
     return path
 
 
 def read_episode(path: str | os.PathLike) -> Episode:
     with np.load(path, allow_pickle=False) as z:
-        return Episode(images=z['images'], proprio=z['proprio'], actions=z['actions'],
-                       success=bool(z['success']), instruction=str(z['instruction']), task=str(z['task']),
-                       seed=int(z['seed']), failure_type=str(z['failure_type']),
-                       chunks=z['chunks'] if 'chunks' in z else None)
+        return episode_from_arrays(z, z['images'])
 
 
 def iter_episodes(root: str | os.PathLike, task: str | None = None, success_only: bool = False) -> Iterator[Episode]:

@@ -39,7 +39,7 @@ def open_memory(directory: str, dim: int = 0, horizon: int = 0):
     from flow_rag_vla_ros.core.memory.journal import read_snapshot
     if not Path(directory).is_dir():
         raise SystemExit(f'no memory directory {directory}')
-    snap = read_snapshot(directory)
+    snap = read_snapshot(directory, meta_only=True)  # the sizes only: FailureMemory.open reads the rest
     meta = snap[1] if snap is not None else {}
     defaults = MemoryConfig()
     config = MemoryConfig(directory=directory, snapshot_every=0,  # read, do not rewrite

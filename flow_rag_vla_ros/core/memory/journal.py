@@ -225,16 +225,18 @@ def write_tables(path: str | Path, tensors: dict[str, np.ndarray], meta: dict[st
     fsync_dir(path.parent)
 
 
-def read_tables(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_tables(path: str | Path, meta_only: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and JSON metadata of a file write_tables wrote; `meta_only` reads the header alone."""
     with safe_open(str(path), framework='np') as f:
         meta = json.loads((f.metadata() or {}).get('json', '{}'))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {} if meta_only else {k: f.get_tensor(k) for k in f.keys()}
     return tensors, meta
 
 
-def read_snapshot(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def read_snapshot(directory: str | Path,
+                  meta_only: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     path = Path(directory) / SNAPSHOT_NAME
-    return read_tables(path) if path.exists() else None
+    return read_tables(path, meta_only) if path.exists() else None
 
 
 def write_snapshot(directory: str | Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

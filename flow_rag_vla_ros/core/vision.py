@@ -156,8 +156,14 @@ class VisionEncoder(nn.Module):
             self.backbone = SmallCNN(config.small_cnn_channels)
             self.frozen = False
         if self.frozen:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+            self.freeze()
+
+    def freeze(self) -> None:
+        """Stop training the backbone (no gradients, BatchNorm in eval mode). Also used to train only the expert on
+        top of a fine-tuned trunk, which stays stored in the checkpoint (its config keeps `frozen: false`)."""
+        self.frozen = True
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
 
     def train(self, mode: bool = True):
         super().train(mode)

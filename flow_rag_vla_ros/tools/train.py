@@ -58,6 +58,8 @@ class TrainConfig:
     augment_shift: int = param(4, 'max shift (px) of the augmented copies')
     image_shift: int = param(0, 'training on images (fine-tuned backbone): every sample of every batch has each '
                                 'camera view shifted by up to this many px (edge-replicated; 0 = off)')
+    freeze_backbone: bool = param(False, 'train only the expert on top of init_from\'s stored (fine-tuned) trunk: '
+                                         'the trunk stays as it is and stored, its tokens are cached once')
     backbone_lr_scale: float = param(1.0, 'learning rate of a trained backbone relative to the expert\'s')
     backbone_batchnorm: str = param('frozen', 'frozen (a fine-tuned pretrained trunk keeps its BatchNorm running '
                                               'statistics, as while it was frozen) | train (update them)')
@@ -74,6 +76,8 @@ class TrainConfig:
         require(self.augment_copies >= 0 and self.augment_shift >= 0 and self.image_shift >= 0,
                 'augmentation settings must be >= 0')
         require(self.backbone_lr_scale >= 0.0, 'backbone_lr_scale must be >= 0')
+        require(not (self.freeze_backbone and self.image_shift),
+                'freeze_backbone trains on cached tokens: shift them with augment_copies, not image_shift')
         require(self.backbone_batchnorm in ('frozen', 'train'), 'backbone_batchnorm: frozen | train')
 
 
@@ -142,8 +146,13 @@ def random_shift(images: torch.Tensor, n_cameras: int, max_shift: int, generator
     return shift_views(images, n_cameras, offsets, max_shift)
 
 
-def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig) -> str:
+def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig, backbone: torch.nn.Module) -> str:
+    """Names a token cache: the episode files, the vision settings and the trunk's weights (a fine-tuned trunk's
+    tokens are not ImageNet's)."""
     h = hashlib.sha256()
+    for key, value in backbone.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
     for f in files:
         st = f.stat()
         h.update(f'{f.parent.name}/{f.name}:{st.st_size}:{int(st.st_mtime)}'.encode())
@@ -164,7 +173,7 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
 
     from flow_rag_vla_ros.core.vision import preprocess
     cached = policy.vision.frozen
-    path = data / f'features_{features_hash(files, pc, tc)}.safetensors'
+    path = data / f'features_{features_hash(files, pc, tc, policy.vision.backbone)}.safetensors'
     if cached and path.exists():
         return load_file(str(path))
     rng = np.random.default_rng(tc.seed)
@@ -209,9 +218,12 @@ FINE_TUNE_FIELDS = ('frozen',) + SAMPLER_FIELDS
 def init_policy(checkpoint: str, pc: FlowPolicyConfig, device: str):
     """The checkpoint's policy (weights + normaliser stats) to fine-tune; its config must be `pc` except for
     FINE_TUNE_FIELDS, which take pc's values (e.g. `frozen: false` fine-tunes the checkpoint's frozen trunk)."""
-    from flow_rag_vla_ros.core.checkpoint import build_policy, load_checkpoint, load_config
+    from flow_rag_vla_ros.core.checkpoint import backbone_in_checkpoint, build_policy, load_checkpoint, load_config
     have, want = asdict(load_config(checkpoint)), asdict(pc)
     differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in FINE_TUNE_FIELDS)
+    require(backbone_in_checkpoint(pc) or not backbone_in_checkpoint(load_config(checkpoint)),
+            f'init_from {checkpoint}: its trunk is trained and stored; `frozen: true` would load ImageNet\'s in its '
+            'place. Keep `frozen: false` and set train.freeze_backbone to train only the expert')
     require(not differ, f'init_from {checkpoint}: policy config differs in {differ} '
                         f'(checkpoint {[have.get(k) for k in differ]}, config {[want.get(k) for k in differ]})')
     source = load_checkpoint(checkpoint, 'cpu')
@@ -349,6 +361,9 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     data, out = Path(tc.data), Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = FlowPolicy(pc).to(device) if not tc.init_from else init_policy(tc.init_from, pc, device)
+    if tc.freeze_backbone:
+        require(bool(tc.init_from), 'freeze_backbone keeps init_from\'s trunk: set init_from')
+        policy.vision.freeze()
     relabelled = [f for d in tc.relabelled_data for f in episode_files(Path(d), tc.tasks, required=False)]
     files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled
     ds = build_dataset(policy, files, pc, tc, data, device, progress, frozenset(relabelled))

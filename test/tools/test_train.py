@@ -154,3 +154,33 @@ def test_cli_set_overrides_either_section_and_refuses_others():
         configs_from_args(parse(['train', '--config', 'config/train_vla_v8.yaml', '--set', 'merger.x=1']))
     with pytest.raises(ValueError, match='backbone_lr_scale'):
         configs_from_args(parse(['train', '--config', 'config/train_vla_v8.yaml', '--set', 'train.backbone_lr_scale=-1']))
+
+
+def test_freeze_backbone_trains_only_the_expert_on_a_stored_trunk_and_keeps_it_stored(datasets):
+    import torch
+
+    from flow_rag_vla_ros.core.checkpoint import BACKBONE_PREFIX
+    from flow_rag_vla_ros.tools.train import init_policy
+    unfrozen = FlowPolicyConfig(**SMALL, frozen=False)
+    common = dict(data=str(datasets / 'demos'), tasks=['push'], steps=2, batch_size=4, val_fraction=0.0,
+                  eval_episodes=0, warmup=1)
+    train(unfrozen, TrainConfig(**common, out=str(datasets / 'tuned'), image_shift=2), progress=False)
+    tuned = load_checkpoint(datasets / 'tuned').state_dict()
+    # the cache must hold the tuned trunk's tokens, not ImageNet's from an earlier frozen run on the same files
+    run(datasets, 'frozen_base')
+    before = set((datasets / 'demos').glob('features_*'))
+    train(unfrozen, TrainConfig(**common, out=str(datasets / 'expert'), init_from=str(datasets / 'tuned'),
+                                freeze_backbone=True), progress=False)
+    assert len(set((datasets / 'demos').glob('features_*')) - before) == 1
+    doc = json.loads((datasets / 'expert' / 'config.json').read_text())
+    assert doc['vision_source'] == 'model.safetensors' and not doc['config']['frozen']
+    expert = load_checkpoint(datasets / 'expert').state_dict()
+    trunk = [k for k in tuned if k.startswith(BACKBONE_PREFIX)]
+    assert trunk and all(torch.equal(expert[k], tuned[k]) for k in trunk)  # stored, unchanged
+    out_proj = next(k for k in tuned if k.endswith('action_out_proj.weight'))
+    assert not torch.equal(expert[out_proj], tuned[out_proj])  # the expert trained
+    # frozen: true on a stored trunk would load ImageNet's in its place at the next load: refused
+    with pytest.raises(ValueError, match='freeze_backbone'):
+        init_policy(str(datasets / 'tuned'), FlowPolicyConfig(**SMALL), 'cpu')
+    with pytest.raises(ValueError, match='augment_copies'):
+        TrainConfig(freeze_backbone=True, image_shift=2)

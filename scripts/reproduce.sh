@@ -94,7 +94,7 @@ train)
   # stop 25: vla_v6 with its EfficientNet trunk fine-tuned (trains on images: run on a GPU machine; the data moves
   # there packed, `python3 scripts/pack_dataset.py pack data/demos_2cam_base P` here and `unpack P data/demos_2cam_base`
   # there). vla_v8_a: the same with the trunk at 0.3x the expert's rate. docs/results/finetuned_trunk, gpu_h200
-  mkdir -p "$OUT/finetuned_trunk"
+  mkdir -p "$OUT/finetuned_trunk" "$OUT/expert_continuation"
   $FRV train --config config/train_vla_v8.yaml --eval-episodes 0 && $FRV export --checkpoint models/vla_v8 --out models/vla_v8
   $FRV train --config config/train_vla_v8.yaml --eval-episodes 0 --out models/vla_v8_a --set train.backbone_lr_scale=0.3 &&
       $FRV export --checkpoint models/vla_v8_a --out models/vla_v8_a
@@ -111,6 +111,13 @@ train)
   for s in 3000 5000 7000; do
     OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v8_a \
         --backend onnxruntime --pipelines flow_only --json "$OUT/finetuned_trunk/push_seed${s}_50_vla_v8_a.json"
+  done
+  # vla_v10 (stop 26, CPU): vla_v9's expert trained 4,000 steps more on vla_v9's fixed trunk (freeze_backbone; 13 min
+  # of training, 8 min of token caching on the Intel VM); not shipped. docs/results/expert_continuation
+  $FRV train --config config/train_vla_v10.yaml && $FRV export --checkpoint models/vla_v10 --out models/vla_v10
+  for s in 9000 3000 5000 7000; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v10 \
+        --backend onnxruntime --pipelines flow_only --json "$OUT/expert_continuation/push_seed${s}_50_vla_v10.json"
   done
   # vla_v9's sampler temperature rechecked: noise std 0 / 0.5 on a fresh set, then 0.5 on the evaluation sets
   D="$OUT/finetuned_trunk/noise_scale" && mkdir -p "$D"

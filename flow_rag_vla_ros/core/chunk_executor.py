@@ -7,6 +7,7 @@ ended is in the past and its action is never returned again. Splice modes:
 - `ensemble` (ACT temporal ensembling): every stored chunk that covers `now` contributes its action for
   `now`, weighted exp(-ensemble_decay * age) where age is how many control periods the chunk starts before
   the newest covering chunk (decay > 0 favours newer chunks, < 0 older ones as in ACT, 0 = plain mean).
+  The decay may be one per action dimension: e.g. motion following the newest chunk, the gripper averaged.
 - `replace`: the newest chunk replaces everything (what ros2_control's JointTrajectoryController does).
 - `rtc` (Real-Time Chunking splice): the new chunk becomes the plan, but on the steps the previous plan still
   covers it is blended with it: weight 1 on the past / current slot and `rtc_frozen_steps` more (committed),
@@ -20,6 +21,7 @@ otherwise blend into it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,14 +46,15 @@ class _Chunk:
 
 
 class ChunkExecutor:
-    def __init__(self, dt_ns: int, mode: str = 'ensemble', ensemble_decay: float = 0.5,
+    def __init__(self, dt_ns: int, mode: str = 'ensemble', ensemble_decay: float | Sequence[float] = 0.5,
                  refill_fraction: float = 0.5, rtc_frozen_steps: int = 0):
-        if dt_ns <= 0 or mode not in SPLICE_MODES or not math.isfinite(ensemble_decay):
+        decay = np.atleast_1d(np.asarray(ensemble_decay, dtype=np.float64))  # (1,) or (A,)
+        if dt_ns <= 0 or mode not in SPLICE_MODES or decay.ndim != 1 or not np.isfinite(decay).all():
             raise ValueError(f'need dt_ns > 0, mode in {SPLICE_MODES}, finite decay; got {dt_ns}, {mode!r}, '
                              f'{ensemble_decay}')
         if not 0.0 < refill_fraction <= 1.0 or rtc_frozen_steps < 0:
             raise ValueError('need 0 < refill_fraction <= 1 and rtc_frozen_steps >= 0')
-        self.dt_ns, self.mode, self.decay = int(dt_ns), mode, float(ensemble_decay)
+        self.dt_ns, self.mode, self.decay = int(dt_ns), mode, decay
         self.refill_fraction, self.rtc_frozen_steps = refill_fraction, rtc_frozen_steps
         self.chunks: list[_Chunk] = []  # oldest start first
         self.horizon = 0  # length of the newest chunk
@@ -126,22 +129,25 @@ class ChunkExecutor:
         self.chunks = [c for c in self.chunks if c.key > key]
 
     # -- output -------------------------------------------------------------------------------------
-    def _weighted(self, t_ns: int) -> list[tuple[_Chunk, int, float]]:
-        """(chunk, action index, normalised weight) for every chunk covering `t_ns`, newest first."""
+    def _weighted(self, t_ns: int) -> list[tuple[_Chunk, int, np.ndarray]]:
+        """(chunk, action index, normalised weight (1,) or per dimension (A,)) for every chunk covering `t_ns`,
+        newest first."""
         covering = sorted(self._covering(t_ns), key=lambda ci: -ci[0].start_ns)
         if not covering:
             return []
         pinned = [(c, i) for c, i in covering if c.pinned]
         if pinned:
-            return [(pinned[0][0], pinned[0][1], 1.0)]
+            return [(pinned[0][0], pinned[0][1], np.ones(1))]
         newest = covering[0][0].start_ns
-        w = np.array([math.exp(-self.decay * (newest - c.start_ns) / self.dt_ns) for c, _ in covering])
-        w /= w.sum()
-        return [(c, i, float(wi)) for (c, i), wi in zip(covering, w)]
+        age = np.array([(newest - c.start_ns) / self.dt_ns for c, _ in covering])  # (n,) control periods
+        w = np.exp(-age[:, None] * self.decay[None, :])  # (n, 1) or (n, A)
+        w /= w.sum(axis=0, keepdims=True)
+        return [(c, i, wi) for (c, i), wi in zip(covering, w)]
 
     def ensemble_weights(self, t_ns: int) -> list[tuple[int, float]]:
-        """(key, normalised weight) of every chunk contributing to the slot at `t_ns`, newest first."""
-        return [(c.key, w) for c, _, w in self._weighted(t_ns)]
+        """(key, normalised weight) of every chunk contributing to the slot at `t_ns`, newest first (per-dimension
+        decays: the weight of the first dimension)."""
+        return [(c.key, float(w[0])) for c, _, w in self._weighted(t_ns)]
 
     def action_at(self, t_ns: int) -> np.ndarray | None:
         """The action for the slot containing `t_ns`, or None when no chunk covers it."""

@@ -81,6 +81,9 @@ class MergerConfig:
                                          'replace (newest chunk wins)')
     ensemble_decay: float = param(0.5, 'ensemble weight exp(-decay * age in control periods); > 0 favours '
                                        'newer chunks, < 0 older ones (ACT), 0 = mean')
+    ensemble_decay_per_dim: list[float] = param([], 'ensemble decay per action dimension (dx, dy, dz, gripper), '
+                                                    'e.g. motion following the newest chunk and the gripper '
+                                                    'averaged; empty = ensemble_decay for every dimension')
     rtc_frozen_steps: int = param(0, 'rtc: upcoming slots after the current one kept on the previous plan')
     refill_fraction: float = param(0.5, 'needs_inference() when fewer than this fraction of H actions remain')
     wait_for_correction: bool = param(False, 'sequential pipeline: hold a chunk back until its correction or '
@@ -114,6 +117,9 @@ class MergerConfig:
                 'gripper_hold_value must lie within the gripper bounds')
         require(self.splice_mode in SPLICE_MODES, f'splice_mode {self.splice_mode!r} not in {SPLICE_MODES}')
         require(math.isfinite(self.ensemble_decay), 'ensemble_decay must be finite')
+        require(len(self.ensemble_decay_per_dim) in (0, ACTION_DIM)
+                and all(math.isfinite(d) for d in self.ensemble_decay_per_dim),
+                f'ensemble_decay_per_dim: empty or {ACTION_DIM} finite values')
         require(self.rtc_frozen_steps >= 0, 'rtc_frozen_steps must be >= 0')
         require(0.0 < self.refill_fraction <= 1.0, 'refill_fraction must be in (0, 1]')
         require(self.clock in CLOCKS, f'clock {self.clock!r} not in {CLOCKS}')
@@ -209,7 +215,8 @@ class ActionMerger:
         self.deadline_ns = round(cfg.deadline_ms * 1e6)
         self.stale_ns = round(cfg.stale_timeout_s * 1e9)
         self.safety = SafetyFilter(cfg.action_low, cfg.action_high, cfg.max_delta_per_step, cfg.gripper_hold_value)
-        self.executor = ChunkExecutor(self.dt_ns, cfg.splice_mode, cfg.ensemble_decay, cfg.refill_fraction,
+        self.executor = ChunkExecutor(self.dt_ns, cfg.splice_mode,
+                                      cfg.ensemble_decay_per_dim or cfg.ensemble_decay, cfg.refill_fraction,
                                       cfg.rtc_frozen_steps)
         self.correction: Correction | None = None  # newest (by source stamp) correction received
         self.flows: dict[int, np.ndarray] = {}  # frame stamp -> flow chunk as received (for late corrections)

@@ -63,6 +63,22 @@ def test_ensemble_weights_exact():
     assert ex.sources(t) == tuple(keys)
 
 
+def test_per_dimension_decays_weigh_each_dimension_exactly():
+    decay = [4.0, 4.0, 4.0, 0.0]  # motion follows the newest chunk, the gripper is the plain mean
+    ex = ChunkExecutor(DT, 'ensemble', ensemble_decay=decay)
+    ex.add(S, np.zeros((8, 4)), now_ns=S)
+    ex.add(S + DT, np.ones((8, 4)), now_ns=S + DT)
+    motion = np.array([1.0, math.exp(-4.0)]) / (1.0 + math.exp(-4.0))  # newest first
+    np.testing.assert_allclose(ex.next_action(S + DT), [motion[0]] * 3 + [0.5], rtol=1e-12)
+    assert ex.ensemble_weights(S + DT) == [(S + DT, pytest.approx(motion[0])), (S, pytest.approx(motion[1]))]
+    # one value for every dimension is the scalar decay exactly
+    a, b = ChunkExecutor(DT, 'ensemble', ensemble_decay=[0.7] * 4), ChunkExecutor(DT, 'ensemble', ensemble_decay=0.7)
+    for ex in (a, b):
+        ex.add(S, np.arange(32.0).reshape(8, 4), now_ns=S)
+        ex.add(S + 2 * DT, -np.arange(32.0).reshape(8, 4), now_ns=S + 2 * DT)
+    np.testing.assert_array_equal(a.next_action(S + 3 * DT), b.next_action(S + 3 * DT))
+
+
 def test_zero_decay_is_the_mean_and_expired_chunks_stop_counting():
     ex = ChunkExecutor(DT, 'ensemble', ensemble_decay=0.0)
     ex.add(S, np.zeros((2, 4)), now_ns=S)
@@ -120,7 +136,8 @@ def test_remaining_and_refill_trigger():
 
 
 @pytest.mark.parametrize('kwargs', [{'dt_ns': 0}, {'mode': 'blend'}, {'refill_fraction': 0.0},
-                                    {'ensemble_decay': float('nan')}, {'rtc_frozen_steps': -1}])
+                                    {'ensemble_decay': float('nan')}, {'ensemble_decay': [0.5, float('inf')]},
+                                    {'ensemble_decay': [[0.5]]}, {'rtc_frozen_steps': -1}])
 def test_invalid_settings_raise(kwargs):
     with pytest.raises(ValueError):
         ChunkExecutor(**{'dt_ns': DT, **kwargs})

@@ -44,10 +44,17 @@ def test_config_is_a_ros_parameter_schema():
                                  {'stored_correction_weight': -0.1}, {'replay_correction_weight': 1.5},
                                  {'action_low': [-1.0] * 3}, {'max_delta_per_step': [0.5, 0.5, 0.0, 2.0]},
                                  {'action_low': [0.1, -1.0, -1.0, -1.0]}, {'gripper_hold_value': 2.0},
-                                 {'refill_fraction': 0.0}, {'deadline_ms': 0.0}])
+                                 {'refill_fraction': 0.0}, {'deadline_ms': 0.0}, {'ensemble_decay_per_dim': [4.0] * 3},
+                                 {'ensemble_decay_per_dim': [4.0, 4.0, 4.0, float('nan')]}])
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         MergerConfig(**bad)
+
+
+def test_per_dimension_ensemble_decay_reaches_the_executor():
+    m = merger(ensemble_decay_per_dim=[4.0, 4.0, 4.0, 0.0])
+    np.testing.assert_array_equal(m.executor.decay, [4.0, 4.0, 4.0, 0.0])
+    np.testing.assert_array_equal(merger(ensemble_decay=0.7).executor.decay, [0.7])
 
 
 # -- the deadline-aware merge ---------------------------------------------------------------------------

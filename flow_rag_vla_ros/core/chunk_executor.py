@@ -20,7 +20,6 @@ otherwise blend into it.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 

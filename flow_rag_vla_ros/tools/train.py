@@ -78,6 +78,8 @@ class TrainConfig:
         require(self.backbone_lr_scale >= 0.0, 'backbone_lr_scale must be >= 0')
         require(not (self.freeze_backbone and self.image_shift),
                 'freeze_backbone trains on cached tokens: shift them with augment_copies, not image_shift')
+        require(not self.freeze_backbone or bool(self.init_from),
+                'freeze_backbone keeps init_from\'s trunk: set init_from')
         require(self.backbone_batchnorm in ('frozen', 'train'), 'backbone_batchnorm: frozen | train')
 
 
@@ -173,7 +175,7 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
 
     from flow_rag_vla_ros.core.vision import preprocess
     cached = policy.vision.frozen
-    path = data / f'features_{features_hash(files, pc, tc, policy.vision.backbone)}.safetensors'
+    path = data / f'features_{features_hash(files, pc, tc, policy.vision.backbone)}.safetensors' if cached else None
     if cached and path.exists():
         return load_file(str(path))
     rng = np.random.default_rng(tc.seed)
@@ -219,9 +221,10 @@ def init_policy(checkpoint: str, pc: FlowPolicyConfig, device: str):
     """The checkpoint's policy (weights + normaliser stats) to fine-tune; its config must be `pc` except for
     FINE_TUNE_FIELDS, which take pc's values (e.g. `frozen: false` fine-tunes the checkpoint's frozen trunk)."""
     from flow_rag_vla_ros.core.checkpoint import backbone_in_checkpoint, build_policy, load_checkpoint, load_config
-    have, want = asdict(load_config(checkpoint)), asdict(pc)
+    source_config = load_config(checkpoint)
+    have, want = asdict(source_config), asdict(pc)
     differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in FINE_TUNE_FIELDS)
-    require(backbone_in_checkpoint(pc) or not backbone_in_checkpoint(load_config(checkpoint)),
+    require(backbone_in_checkpoint(pc) or not backbone_in_checkpoint(source_config),
             f'init_from {checkpoint}: its trunk is trained and stored; `frozen: true` would load ImageNet\'s in its '
             'place. Keep `frozen: false` and set train.freeze_backbone to train only the expert')
     require(not differ, f'init_from {checkpoint}: policy config differs in {differ} '
@@ -362,7 +365,6 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     out.mkdir(parents=True, exist_ok=True)
     policy = FlowPolicy(pc).to(device) if not tc.init_from else init_policy(tc.init_from, pc, device)
     if tc.freeze_backbone:
-        require(bool(tc.init_from), 'freeze_backbone keeps init_from\'s trunk: set init_from')
         policy.vision.freeze()
     relabelled = [f for d in tc.relabelled_data for f in episode_files(Path(d), tc.tasks, required=False)]
     files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled

@@ -183,4 +183,6 @@ def test_freeze_backbone_trains_only_the_expert_on_a_stored_trunk_and_keeps_it_s
     with pytest.raises(ValueError, match='freeze_backbone'):
         init_policy(str(datasets / 'tuned'), FlowPolicyConfig(**SMALL), 'cpu')
     with pytest.raises(ValueError, match='augment_copies'):
-        TrainConfig(freeze_backbone=True, image_shift=2)
+        TrainConfig(freeze_backbone=True, image_shift=2, init_from=str(datasets / 'tuned'))
+    with pytest.raises(ValueError, match='set init_from'):
+        TrainConfig(freeze_backbone=True)

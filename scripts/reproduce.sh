@@ -122,21 +122,17 @@ train)
   # how vla_v9's chunks are executed (stop 26): the merger's splice settings, picked on Push 9000-9099, then the
   # evaluation sets (docs/results/chunk_execution_v9; the defaults' numbers are finetuned_trunk's)
   D="$OUT/chunk_execution_v9" && mkdir -p "$D"
-  for cs in default: decay2:ensemble_decay=2.0 decay4:ensemble_decay=4.0 replace:splice_mode=replace rtc:splice_mode=rtc; do
-    set_args=() && [ -n "${cs#*:}" ] && set_args=(--set "action_merger.${cs#*:}")
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 100 --seed 9000 --checkpoint models/vla_v9 \
-        --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/push_seed9000_100_${cs%%:*}.json"
-  done
   PUSH="push:0:100 push:3000:50 push:5000:50 push:7000:50" PNP="pick_and_place:3000:50 pick_and_place:5000:50 pick_and_place:7000:50"
-  for cs in "decay2:ensemble_decay=2.0:$PUSH" "decay4:ensemble_decay=4.0:$PUSH $PNP reach:5000:100" \
-            "replace:splice_mode=replace:$PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50" \
-            "motion8:ensemble_decay_per_dim=[8.0,8.0,8.0,0.5]:$PUSH $PNP push:9000:100"; do
-    IFS=: read -r name setting sets <<< "$cs" && cs="$name:$setting"
+  for cs in "default::push:9000:100 push:0:100" "rtc:splice_mode=rtc:push:9000:100" "decay2:ensemble_decay=2.0:push:9000:100 $PUSH" \
+            "decay4:ensemble_decay=4.0:push:9000:100 $PUSH $PNP reach:5000:100" \
+            "replace:splice_mode=replace:push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50" \
+            "motion8:ensemble_decay_per_dim=[8.0,8.0,8.0,0.5]:push:9000:100 $PUSH $PNP"; do
+    IFS=: read -r name setting sets <<< "$cs"
+    set_args=() && [ -n "$setting" ] && set_args=(--set "action_merger.$setting")
     for tsn in $sets; do
       IFS=: read -r task seed n <<< "$tsn"
       OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v9 \
-          --backend onnxruntime --pipelines flow_only --set "action_merger.${cs#*:}" \
-          --json "$D/${task}_seed${seed}_${n}_${cs%%:*}.json"
+          --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/${task}_seed${seed}_${n}_$name.json"
     done
   done
   # vla_v9's sampler temperature rechecked: noise std 0 / 0.5 on a fresh set, then 0.5 on the evaluation sets

@@ -120,11 +120,14 @@ class EfficientNetTrunk(nn.Module):
         self._conv_stem, self._bn0 = full._conv_stem, full._bn0
         self._blocks = nn.ModuleList(full._blocks[:n_blocks])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Blocks [start, stop): from images through the stem when start is 0, else from block start-1's output
+        (training only the last blocks runs the first ones once, on a cache)."""
+        if start == 0:
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[start:stop]:
             x = block(x)
-        return x  # (B, C, H/16, W/16)
+        return x  # (B, C, H/16, W/16) for the whole trunk
 
 
 class SmallCNN(nn.Module):
@@ -171,12 +174,34 @@ class VisionEncoder(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def train_last_blocks(self, n_blocks: int) -> None:
+        """Frozen trunk except its last n_blocks blocks, which train (BatchNorm statistics stay as they are)."""
+        if not (isinstance(self.backbone, EfficientNetTrunk) and 0 <= n_blocks <= self.backbone.n_blocks):
+            raise ValueError(f'training the last {n_blocks} trunk blocks needs an efficientnet_lite0 trunk of at '
+                             f'least that many blocks')
+        self.freeze()
+        self.backbone._blocks[self.backbone.n_blocks - n_blocks:].requires_grad_(True)
+
+    def _split_cameras(self, images: torch.Tensor) -> torch.Tensor:
         c, n, s = self.config, self.config.n_cameras, self.config.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s * n):
             raise ValueError(f'vision expects (B, 3, {s}, {s * n}), got {tuple(images.shape)}')
         b = images.shape[0]
-        x = images.reshape(b, 3, s, n, s).permute(0, 3, 1, 2, 4).reshape(b * n, 3, s, s)  # (B*n, 3, S, S)
-        f = self.backbone(x)  # (B*n, C, h, w)
+        return images.reshape(b, 3, s, n, s).permute(0, 3, 1, 2, 4).reshape(b * n, 3, s, s)  # (B*n, 3, S, S)
+
+    def _tokens(self, f: torch.Tensor, b: int) -> torch.Tensor:
         f = f.flatten(2).transpose(1, 2)  # (B*n, h*w, C)
-        return f.reshape(b, n * f.shape[1], c.vision_dim)  # (B, n*h*w, C)
+        return f.reshape(b, self.config.n_cameras * f.shape[1], self.config.vision_dim)  # (B, n*h*w, C)
+
+    def lower_features(self, images: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        """(B, 3, S, S*n) -> (B, n, C', h', w'): the stem and the first n_blocks trunk blocks."""
+        f = self.backbone(self._split_cameras(images), 0, n_blocks)  # (B*n, C', h', w')
+        return f.reshape(images.shape[0], self.config.n_cameras, *f.shape[1:])  # (B, n, C', h', w')
+
+    def tokens_from_lower(self, features: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        """lower_features(images, n_blocks) -> the tokens forward(images) gives: the trunk's remaining blocks."""
+        b = features.shape[0]
+        return self._tokens(self.backbone(features.flatten(0, 1), n_blocks), b)  # (B, n*h*w, C)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._tokens(self.backbone(self._split_cameras(images)), images.shape[0])  # (B, n*h*w, C)

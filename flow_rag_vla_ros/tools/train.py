@@ -5,7 +5,8 @@ once with the frozen vision trunk into `DIR/features_<hash>.safetensors` (hash o
 vision config and the augmentation settings; optional extra copies with random pixel shifts) -> train the
 action expert on cached tokens (AdamW, warmup + cosine LR, grad clip), periodic validation loss on held-out
 episodes -> write the checkpoint (core/checkpoint.py) -> roll the policy out in-process in PandaEnv with
-temporal ensembling and report success rates. A fine-tuned or from-scratch backbone trains on images.
+temporal ensembling and report success rates. A fine-tuned or from-scratch backbone trains on images; with
+`trunk_trainable_blocks` only the trunk's last blocks train, on cached activations of the ones before them.
 
 Resuming: `out/training_state.safetensors` holds the full model state, the AdamW moment tensors and the
 torch RNG state, `out/training_state.json` the step and optimizer hyper-parameters (no pickle).
@@ -60,6 +61,9 @@ class TrainConfig:
                                 'camera view shifted by up to this many px (edge-replicated; 0 = off)')
     freeze_backbone: bool = param(False, 'train only the expert on top of init_from\'s stored (fine-tuned) trunk: '
                                          'the trunk stays as it is and stored, its tokens are cached once')
+    trunk_trainable_blocks: int = param(0, 'with freeze_backbone: the trunk\'s last N blocks train too, on cached '
+                                           'activations of the blocks before them (a CPU can afford that; 0 = '
+                                           'only the expert trains)')
     backbone_lr_scale: float = param(1.0, 'learning rate of a trained backbone relative to the expert\'s')
     backbone_batchnorm: str = param('frozen', 'frozen (a fine-tuned pretrained trunk keeps its BatchNorm running '
                                               'statistics, as while it was frozen) | train (update them)')
@@ -81,6 +85,10 @@ class TrainConfig:
         require(not self.freeze_backbone or bool(self.init_from),
                 'freeze_backbone keeps init_from\'s trunk: set init_from')
         require(self.backbone_batchnorm in ('frozen', 'train'), 'backbone_batchnorm: frozen | train')
+        require(self.trunk_trainable_blocks >= 0, 'trunk_trainable_blocks must be >= 0')
+        require(not self.trunk_trainable_blocks or (self.freeze_backbone and self.backbone_batchnorm == 'frozen'),
+                'trunk_trainable_blocks trains the last blocks on cached activations: set freeze_backbone, and '
+                'keep backbone_batchnorm frozen (the cached blocks\' statistics cannot follow)')
 
 
 def load_yaml(path: str | os.PathLike) -> tuple[FlowPolicyConfig, TrainConfig]:
@@ -159,7 +167,8 @@ def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig, back
         st = f.stat()
         h.update(f'{f.parent.name}/{f.name}:{st.st_size}:{int(st.st_mtime)}'.encode())
     vision = {k: getattr(pc, k) for k in ('image_size', 'n_cameras', 'backbone', 'trunk_blocks', 'image_mean', 'image_std')}
-    h.update(json.dumps([vision, tc.augment_copies, tc.augment_shift, tc.seed]).encode())
+    cut = [tc.trunk_trainable_blocks] if tc.trunk_trainable_blocks else []  # caches of earlier runs keep their names
+    h.update(json.dumps([vision, tc.augment_copies, tc.augment_shift, tc.seed] + cut).encode())
     return h.hexdigest()[:16]
 
 
@@ -168,13 +177,17 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
     """Cached (frozen vision) or raw-image training arrays for every frame of every successful demonstration
     and of every episode in `relabelled` (expert labels on the policy's own states are right whatever the outcome).
 
-    Returns tokens (M*(1+copies), N, C) fp16 or images (M, 3, S, S*n) fp32, proprio (M, 7), chunks (M, H, 4),
-    task (M,), episode (M,), copy (M*(1+copies),) where row r of tokens belongs to frame r % M."""
+    Returns tokens (M*(1+copies), N, C) fp16 -- or, when the trunk's last tc.trunk_trainable_blocks blocks
+    train, trunk_features (M*(1+copies), n, C', h', w') fp16 from the blocks before them -- or images
+    (M, 3, S, S*n) fp32, and proprio (M, 7), chunks (M, H, 4), task (M,), episode (M,); row r of the cached
+    arrays belongs to frame r % M."""
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
     from flow_rag_vla_ros.core.vision import preprocess
     cached = policy.vision.frozen
+    cut = pc.trunk_blocks - tc.trunk_trainable_blocks  # blocks run once, here, when the last ones train
+    key = 'trunk_features' if tc.trunk_trainable_blocks else 'tokens'
     path = data / f'features_{features_hash(files, pc, tc, policy.vision.backbone)}.safetensors' if cached else None
     if cached and path.exists():
         return load_file(str(path))
@@ -199,13 +212,15 @@ def build_dataset(policy, files: list[Path], pc: FlowPolicyConfig, tc: TrainConf
             x = torch.from_numpy(np.stack([preprocess(im, pc) for im in views]))  # (T, 3, S, S*n)
             if cached:
                 with torch.inference_mode():
-                    tokens[k].append(policy.vision(x.to(device)).half().cpu())  # (T, N, C)
+                    encoded = policy.vision.lower_features(x.to(device), cut) if tc.trunk_trainable_blocks \
+                        else policy.vision(x.to(device))  # (T, n, C', h', w') or (T, N, C)
+                    tokens[k].append(encoded.half().cpu())
             else:
                 images.append(x)
     out = {'proprio': torch.from_numpy(np.concatenate(proprio)), 'chunks': torch.from_numpy(np.concatenate(chunks)),
            'task': torch.from_numpy(np.concatenate(task_ids)), 'episode': torch.from_numpy(np.concatenate(ep_ids))}
     if cached:
-        out['tokens'] = torch.cat([torch.cat(t) for t in tokens])
+        out[key] = torch.cat([torch.cat(t) for t in tokens])
         save_file(out, str(path))
     else:
         out['images'] = torch.cat(images)
@@ -364,8 +379,11 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     data, out = Path(tc.data), Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = FlowPolicy(pc).to(device) if not tc.init_from else init_policy(tc.init_from, pc, device)
-    if tc.freeze_backbone:
+    if tc.trunk_trainable_blocks:
+        policy.vision.train_last_blocks(tc.trunk_trainable_blocks)
+    elif tc.freeze_backbone:
         policy.vision.freeze()
+    cut = pc.trunk_blocks - tc.trunk_trainable_blocks
     relabelled = [f for d in tc.relabelled_data for f in episode_files(Path(d), tc.tasks, required=False)]
     files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled
     ds = build_dataset(policy, files, pc, tc, data, device, progress, frozenset(relabelled))
@@ -382,16 +400,19 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     val_eps = set(rng.choice(episodes, size=int(round(tc.val_fraction * len(episodes))), replace=False).tolist())
     is_val = torch.tensor([int(e) in val_eps for e in ds['episode']])
     train_idx, val_idx = torch.nonzero(~is_val)[:, 0], torch.nonzero(is_val)[:, 0]
-    copies = len(ds['tokens']) // m if 'tokens' in ds else 1
+    cached = next((k for k in ('tokens', 'trunk_features') if k in ds), None)
+    copies = len(ds[cached]) // m if cached else 1
     if device != 'cpu':  # a GPU holds the whole dataset (images included): no host-to-device copy per step
         ds = {k: v.to(device) for k, v in ds.items()}
 
     def batch_of(idx: torch.Tensor, copy: torch.Tensor | None = None, shift: torch.Generator | None = None) -> dict:
         idx = idx.to(ds['proprio'].device)
         b = {'proprio': ds['proprio'][idx], 'actions': ds['chunks'][idx], 'language': lang_table[ds['task'][idx]]}
-        if 'tokens' in ds:
+        if cached:
             row = idx if copy is None else idx + copy.to(idx.device) * m
-            b['visual_tokens'] = ds['tokens'][row].float()
+            b['visual_tokens'] = ds[cached][row].float().to(device)
+            if cached == 'trunk_features':  # the trunk's trained blocks, with gradients
+                b['visual_tokens'] = policy.vision.tokens_from_lower(b['visual_tokens'], cut)  # (B, N, C)
         else:
             b['images'] = ds['images'][idx]
             if shift is not None:

@@ -29,6 +29,24 @@ def test_trunk_gives_spatial_tokens():
     assert tok.shape == (2, 36, 112) == (2, c.num_visual_tokens, c.vision_dim)
 
 
+def test_trunk_split_at_a_block_gives_the_same_tokens_and_trains_only_the_last_blocks():
+    enc = VisionEncoder(FlowPolicyConfig(n_cameras=2, image_size=64, frozen=False), pretrained=False).eval()
+    x = torch.randn(3, 3, 64, 128)  # (B, 3, S, S*n)
+    with torch.no_grad():
+        lower = enc.lower_features(x, 5)
+        assert lower.shape == (3, 2, 40, 8, 8)  # (B, n, C', h', w'): stride 8 after 5 blocks
+        torch.testing.assert_close(enc.tokens_from_lower(lower, 5), enc(x))
+    enc.train_last_blocks(6)
+    enc.train()
+    trainable = {n.split('.')[2] for n, p in enc.named_parameters() if p.requires_grad}  # backbone._blocks.<i>
+    assert trainable == {str(i) for i in range(5, 11)}
+    assert not enc.backbone.training  # BatchNorm statistics stay as they are
+    with pytest.raises(ValueError, match='12 trunk blocks'):
+        enc.train_last_blocks(12)
+    with pytest.raises(ValueError, match='efficientnet_lite0'):
+        VisionEncoder(FlowPolicyConfig(backbone='small_cnn')).train_last_blocks(1)
+
+
 def test_multi_camera_frames_are_split_and_concatenated():
     c = FlowPolicyConfig(backbone='small_cnn', image_size=32, n_cameras=2, small_cnn_channels=16)
     enc = VisionEncoder(c).eval()

@@ -186,3 +186,29 @@ def test_freeze_backbone_trains_only_the_expert_on_a_stored_trunk_and_keeps_it_s
         TrainConfig(freeze_backbone=True, image_shift=2, init_from=str(datasets / 'tuned'))
     with pytest.raises(ValueError, match='set init_from'):
         TrainConfig(freeze_backbone=True)
+
+
+def test_trunk_trainable_blocks_train_the_last_blocks_on_cached_activations_of_the_first(datasets):
+    import torch
+    from safetensors import safe_open
+
+    from flow_rag_vla_ros.core.checkpoint import BACKBONE_PREFIX
+    unfrozen = FlowPolicyConfig(**SMALL, frozen=False)
+    common = dict(data=str(datasets / 'demos'), tasks=['push'], steps=2, batch_size=4, val_fraction=0.0,
+                  eval_episodes=0, warmup=1)
+    train(unfrozen, TrainConfig(**common, out=str(datasets / 'tuned'), image_shift=2), progress=False)
+    tuned = load_checkpoint(datasets / 'tuned').state_dict()
+    train(unfrozen, TrainConfig(**common, out=str(datasets / 'upper'), init_from=str(datasets / 'tuned'),
+                                freeze_backbone=True, trunk_trainable_blocks=2, augment_copies=1), progress=False)
+    cache, = (datasets / 'demos').glob('features_*')
+    with safe_open(str(cache), 'pt') as f:
+        assert f.get_slice('trunk_features').get_shape() == [2 * 5, 1, 112, 2, 2]  # 5 frames x 2 copies, block 9's
+    upper = load_checkpoint(datasets / 'upper').state_dict()
+    changed = {k.split('.')[3] for k in tuned
+               if k.startswith(BACKBONE_PREFIX + '_blocks.') and not torch.equal(upper[k], tuned[k])}
+    assert changed == {'9', '10'}  # the last two blocks trained, the cached ones did not
+    assert all(torch.equal(upper[k], tuned[k]) for k in tuned if 'running_' in k)  # BatchNorm statistics kept
+    out_proj = next(k for k in tuned if k.endswith('action_out_proj.weight'))
+    assert not torch.equal(upper[out_proj], tuned[out_proj])
+    with pytest.raises(ValueError, match='set freeze_backbone'):
+        TrainConfig(trunk_trainable_blocks=2, init_from=str(datasets / 'tuned'))

@@ -135,6 +135,19 @@ train)
           --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/${task}_seed${seed}_${n}_$name.json"
     done
   done
+  # vla_v11 (stop 27, CPU): vla_v9 with the trunk's last 6 blocks and the expert trained 2,000 steps more on cached
+  # activations of its first 5 (trunk_trainable_blocks; 10 min of caching, 41 min of training on the Intel VM); not
+  # shipped. docs/results/partial_trunk
+  $FRV train --config config/train_vla_v11.yaml && $FRV export --checkpoint models/vla_v11 --out models/vla_v11
+  D="$OUT/partial_trunk" && mkdir -p "$D"
+  for tsn in push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50 push:9000:100:replace \
+             push:0:100:replace push:3000:50:replace push:5000:50:replace push:7000:50:replace \
+             pick_and_place:3000:50:replace; do
+    IFS=: read -r task seed n mode <<< "$tsn"
+    set_args=() name=vla_v11 && [ -n "$mode" ] && set_args=(--set "action_merger.splice_mode=$mode") name=vla_v11_$mode
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v11 \
+        --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/${task}_seed${seed}_${n}_$name.json"
+  done
   # vla_v9's sampler temperature rechecked: noise std 0 / 0.5 on a fresh set, then 0.5 on the evaluation sets
   D="$OUT/finetuned_trunk/noise_scale" && mkdir -p "$D"
   for ns in 0 05; do $FRV export --checkpoint models/vla_v9 --noise-scale "${ns/05/0.5}" --out /tmp/vla_v9_ns$ns; done

@@ -156,21 +156,29 @@ def test_cli_set_overrides_either_section_and_refuses_others():
         configs_from_args(parse(['train', '--config', 'config/train_vla_v8.yaml', '--set', 'train.backbone_lr_scale=-1']))
 
 
-def test_freeze_backbone_trains_only_the_expert_on_a_stored_trunk_and_keeps_it_stored(datasets):
+UNFROZEN = FlowPolicyConfig(**SMALL, frozen=False)
+COMMON = dict(tasks=['push'], steps=2, batch_size=4, val_fraction=0.0, eval_episodes=0, warmup=1)
+
+
+@pytest.fixture
+def tuned_trunk(datasets):
+    """A checkpoint whose trunk was fine-tuned on images, so it is stored."""
+    train(UNFROZEN, TrainConfig(**COMMON, data=str(datasets / 'demos'), out=str(datasets / 'tuned'), image_shift=2),
+          progress=False)
+    return datasets / 'tuned'
+
+
+def test_freeze_backbone_trains_only_the_expert_on_a_stored_trunk_and_keeps_it_stored(datasets, tuned_trunk):
     import torch
 
     from flow_rag_vla_ros.core.checkpoint import BACKBONE_PREFIX
     from flow_rag_vla_ros.tools.train import init_policy
-    unfrozen = FlowPolicyConfig(**SMALL, frozen=False)
-    common = dict(data=str(datasets / 'demos'), tasks=['push'], steps=2, batch_size=4, val_fraction=0.0,
-                  eval_episodes=0, warmup=1)
-    train(unfrozen, TrainConfig(**common, out=str(datasets / 'tuned'), image_shift=2), progress=False)
-    tuned = load_checkpoint(datasets / 'tuned').state_dict()
+    tuned = load_checkpoint(tuned_trunk).state_dict()
     # the cache must hold the tuned trunk's tokens, not ImageNet's from an earlier frozen run on the same files
     run(datasets, 'frozen_base')
     before = set((datasets / 'demos').glob('features_*'))
-    train(unfrozen, TrainConfig(**common, out=str(datasets / 'expert'), init_from=str(datasets / 'tuned'),
-                                freeze_backbone=True), progress=False)
+    train(UNFROZEN, TrainConfig(**COMMON, data=str(datasets / 'demos'), out=str(datasets / 'expert'),
+                                init_from=str(tuned_trunk), freeze_backbone=True), progress=False)
     assert len(set((datasets / 'demos').glob('features_*')) - before) == 1
     doc = json.loads((datasets / 'expert' / 'config.json').read_text())
     assert doc['vision_source'] == 'model.safetensors' and not doc['config']['frozen']
@@ -181,25 +189,22 @@ def test_freeze_backbone_trains_only_the_expert_on_a_stored_trunk_and_keeps_it_s
     assert not torch.equal(expert[out_proj], tuned[out_proj])  # the expert trained
     # frozen: true on a stored trunk would load ImageNet's in its place at the next load: refused
     with pytest.raises(ValueError, match='freeze_backbone'):
-        init_policy(str(datasets / 'tuned'), FlowPolicyConfig(**SMALL), 'cpu')
+        init_policy(str(tuned_trunk), FlowPolicyConfig(**SMALL), 'cpu')
     with pytest.raises(ValueError, match='augment_copies'):
-        TrainConfig(freeze_backbone=True, image_shift=2, init_from=str(datasets / 'tuned'))
+        TrainConfig(freeze_backbone=True, image_shift=2, init_from=str(tuned_trunk))
     with pytest.raises(ValueError, match='set init_from'):
         TrainConfig(freeze_backbone=True)
 
 
-def test_trunk_trainable_blocks_train_the_last_blocks_on_cached_activations_of_the_first(datasets):
+def test_trunk_trainable_blocks_train_the_last_blocks_on_cached_activations_of_the_first(datasets, tuned_trunk):
     import torch
     from safetensors import safe_open
 
     from flow_rag_vla_ros.core.checkpoint import BACKBONE_PREFIX
-    unfrozen = FlowPolicyConfig(**SMALL, frozen=False)
-    common = dict(data=str(datasets / 'demos'), tasks=['push'], steps=2, batch_size=4, val_fraction=0.0,
-                  eval_episodes=0, warmup=1)
-    train(unfrozen, TrainConfig(**common, out=str(datasets / 'tuned'), image_shift=2), progress=False)
-    tuned = load_checkpoint(datasets / 'tuned').state_dict()
-    train(unfrozen, TrainConfig(**common, out=str(datasets / 'upper'), init_from=str(datasets / 'tuned'),
-                                freeze_backbone=True, trunk_trainable_blocks=2, augment_copies=1), progress=False)
+    tuned = load_checkpoint(tuned_trunk).state_dict()
+    train(UNFROZEN, TrainConfig(**COMMON, data=str(datasets / 'demos'), out=str(datasets / 'upper'),
+                                init_from=str(tuned_trunk), freeze_backbone=True, trunk_trainable_blocks=2,
+                                augment_copies=1), progress=False)
     cache, = (datasets / 'demos').glob('features_*')
     with safe_open(str(cache), 'pt') as f:
         assert f.get_slice('trunk_features').get_shape() == [2 * 5, 1, 112, 2, 2]  # 5 frames x 2 copies, block 9's
@@ -211,4 +216,4 @@ def test_trunk_trainable_blocks_train_the_last_blocks_on_cached_activations_of_t
     out_proj = next(k for k in tuned if k.endswith('action_out_proj.weight'))
     assert not torch.equal(upper[out_proj], tuned[out_proj])
     with pytest.raises(ValueError, match='set freeze_backbone'):
-        TrainConfig(trunk_trainable_blocks=2, init_from=str(datasets / 'tuned'))
+        TrainConfig(trunk_trainable_blocks=2, init_from=str(tuned_trunk))

@@ -120,11 +120,11 @@ class EfficientNetTrunk(nn.Module):
         self._conv_stem, self._bn0 = full._conv_stem, full._bn0
         self._blocks = nn.ModuleList(full._blocks[:n_blocks])
 
-    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Blocks [start, stop): from images through the stem when start is 0, else from block start-1's output
-        (training only the last blocks runs the first ones once, on a cache)."""
-        if start == 0:
-            x = F.relu6(self._bn0(self._conv_stem(x)))
+    def forward(self, x: torch.Tensor, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        """Images through the stem and blocks [0, stop) when start is None; else x is block start's input (the
+        stem's output for 0) and blocks [start, stop) run (training only the last blocks caches the first ones)."""
+        if start is None:
+            x, start = F.relu6(self._bn0(self._conv_stem(x))), 0
         for block in self._blocks[start:stop]:
             x = block(x)
         return x  # (B, C, H/16, W/16) for the whole trunk
@@ -195,7 +195,7 @@ class VisionEncoder(nn.Module):
 
     def lower_features(self, images: torch.Tensor, n_blocks: int) -> torch.Tensor:
         """(B, 3, S, S*n) -> (B, n, C', h', w'): the stem and the first n_blocks trunk blocks."""
-        f = self.backbone(self._split_cameras(images), 0, n_blocks)  # (B*n, C', h', w')
+        f = self.backbone(self._split_cameras(images), None, n_blocks)  # (B*n, C', h', w')
         return f.reshape(images.shape[0], self.config.n_cameras, *f.shape[1:])  # (B, n, C', h', w')
 
     def tokens_from_lower(self, features: torch.Tensor, n_blocks: int) -> torch.Tensor:

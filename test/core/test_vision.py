@@ -35,7 +35,8 @@ def test_trunk_split_at_a_block_gives_the_same_tokens_and_trains_only_the_last_b
     with torch.no_grad():
         lower = enc.lower_features(x, 5)
         assert lower.shape == (3, 2, 40, 8, 8)  # (B, n, C', h', w'): stride 8 after 5 blocks
-        torch.testing.assert_close(enc.tokens_from_lower(lower, 5), enc(x))
+        for n_blocks in (0, 5, 11):  # the stem only, stride 8, the whole trunk
+            torch.testing.assert_close(enc.tokens_from_lower(enc.lower_features(x, n_blocks), n_blocks), enc(x))
     enc.train_last_blocks(6)
     enc.train()
     trainable = {n.split('.')[2] for n, p in enc.named_parameters() if p.requires_grad}  # backbone._blocks.<i>

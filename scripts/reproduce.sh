@@ -148,6 +148,26 @@ train)
     OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v11 \
         --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/${task}_seed${seed}_${n}_$name.json"
   done
+  # vla_v9's sampler (stop 27): 10 Euler steps and Heun on the selection set, 3 steps on every set, and what 3 steps
+  # save in latency (docs/results/finetuned_trunk/sampler_v9)
+  D="$OUT/finetuned_trunk/sampler_v9" && mkdir -p "$D"
+  $FRV export --checkpoint models/vla_v9 --num-steps 10 --out /tmp/vla_v9_k10
+  $FRV export --checkpoint models/vla_v9 --method heun --out /tmp/vla_v9_heun
+  $FRV export --checkpoint models/vla_v9 --num-steps 3 --out /tmp/vla_v9_k3
+  for ctsn in k10:push:9000:100 heun:push:9000:100 k3:push:9000:100 k3:push:0:100 k3:push:3000:50 k3:push:5000:50 \
+              k3:push:7000:50 k3:pick_and_place:3000:50 k3:pick_and_place:5000:50 k3:pick_and_place:7000:50 \
+              k3:reach:5000:100; do
+    IFS=: read -r k task seed n <<< "$ctsn"
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint /tmp/vla_v9_$k \
+        --backend onnxruntime --pipelines flow_only --json "$D/${task}_seed${seed}_${n}_vla_v9_$k.json"
+  done
+  for c in models/vla_v9 /tmp/vla_v9_k3; do
+    $FRV bench --sections backends --backends onnxruntime --checkpoint $c --json "$D/backends_$(basename $c).json"
+  done
+  i=0 && for c in models/vla_v9 /tmp/vla_v9_k3 models/vla_v9 /tmp/vla_v9_k3; do
+    i=$((i + 1)) && $FRV bench --sections replay --pipelines flow_only --rounds 3 --frames 300 --checkpoint $c \
+        --json "$D/replay_$(basename $c)_$i.json"
+  done
   # vla_v9's sampler temperature rechecked: noise std 0 / 0.5 on a fresh set, then 0.5 on the evaluation sets
   D="$OUT/finetuned_trunk/noise_scale" && mkdir -p "$D"
   for ns in 0 05; do $FRV export --checkpoint models/vla_v9 --noise-scale "${ns/05/0.5}" --out /tmp/vla_v9_ns$ns; done

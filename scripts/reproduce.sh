@@ -17,6 +17,18 @@ five_sets() {
   done
 }
 
+# eval_sets CHECKPOINT NAME DIR MERGER_SETTING TASK:SEED:EPISODES...: in-process flow_only runs of each set, with
+# `--set action_merger.MERGER_SETTING` unless it is empty -> DIR/<task>_seed<seed>_<episodes>_NAME.json
+eval_sets() {
+  local ckpt=$1 name=$2 dir=$3 setting=$4 set_args=() task seed n && shift 4
+  [ -n "$setting" ] && set_args=(--set "action_merger.$setting")
+  for tsn in "$@"; do
+    IFS=: read -r task seed n <<< "$tsn"
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint "$ckpt" \
+        --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$dir/${task}_seed${seed}_${n}_$name.json"
+  done
+}
+
 case "${1:-all}" in
 data)   # scripted-expert demonstrations (experts' own success rates land in meta.json)
   # multi-task (vla_v3, vla_mlp_v2): reach 400, push 600, pick_and_place 800 episodes (the second and third
@@ -128,39 +140,24 @@ train)
             "replace:splice_mode=replace:push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50" \
             "motion8:ensemble_decay_per_dim=[8.0,8.0,8.0,0.5]:push:9000:100 $PUSH $PNP"; do
     IFS=: read -r name setting sets <<< "$cs"
-    set_args=() && [ -n "$setting" ] && set_args=(--set "action_merger.$setting")
-    for tsn in $sets; do
-      IFS=: read -r task seed n <<< "$tsn"
-      OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v9 \
-          --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/${task}_seed${seed}_${n}_$name.json"
-    done
+    eval_sets models/vla_v9 "$name" "$D" "$setting" $sets
   done
   # vla_v11 (stop 27, CPU): vla_v9 with the trunk's last 6 blocks and the expert trained 2,000 steps more on cached
   # activations of its first 5 (trunk_trainable_blocks; 10 min of caching, 41 min of training on the Intel VM); not
   # shipped. docs/results/partial_trunk
   $FRV train --config config/train_vla_v11.yaml && $FRV export --checkpoint models/vla_v11 --out models/vla_v11
   D="$OUT/partial_trunk" && mkdir -p "$D"
-  for tsn in push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50 push:9000:100:replace \
-             push:0:100:replace push:3000:50:replace push:5000:50:replace push:7000:50:replace \
-             pick_and_place:3000:50:replace; do
-    IFS=: read -r task seed n mode <<< "$tsn"
-    set_args=() name=vla_v11 && [ -n "$mode" ] && set_args=(--set "action_merger.splice_mode=$mode") name=vla_v11_$mode
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v11 \
-        --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$D/${task}_seed${seed}_${n}_$name.json"
-  done
+  eval_sets models/vla_v11 vla_v11 "$D" '' push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50
+  eval_sets models/vla_v11 vla_v11_replace "$D" splice_mode=replace push:9000:100 $PUSH pick_and_place:3000:50
   # vla_v9's sampler (stop 27): 10 Euler steps and Heun on the selection set, 3 steps on every set, and what 3 steps
   # save in latency (docs/results/finetuned_trunk/sampler_v9)
   D="$OUT/finetuned_trunk/sampler_v9" && mkdir -p "$D"
   $FRV export --checkpoint models/vla_v9 --num-steps 10 --out /tmp/vla_v9_k10
   $FRV export --checkpoint models/vla_v9 --method heun --out /tmp/vla_v9_heun
   $FRV export --checkpoint models/vla_v9 --num-steps 3 --out /tmp/vla_v9_k3
-  for ctsn in k10:push:9000:100 heun:push:9000:100 k3:push:9000:100 k3:push:0:100 k3:push:3000:50 k3:push:5000:50 \
-              k3:push:7000:50 k3:pick_and_place:3000:50 k3:pick_and_place:5000:50 k3:pick_and_place:7000:50 \
-              k3:reach:5000:100; do
-    IFS=: read -r k task seed n <<< "$ctsn"
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint /tmp/vla_v9_$k \
-        --backend onnxruntime --pipelines flow_only --json "$D/${task}_seed${seed}_${n}_vla_v9_$k.json"
-  done
+  eval_sets /tmp/vla_v9_k10 vla_v9_k10 "$D" '' push:9000:100
+  eval_sets /tmp/vla_v9_heun vla_v9_heun "$D" '' push:9000:100
+  eval_sets /tmp/vla_v9_k3 vla_v9_k3 "$D" '' push:9000:100 $PUSH $PNP reach:5000:100
   for c in models/vla_v9 /tmp/vla_v9_k3; do
     $FRV bench --sections backends --backends onnxruntime --checkpoint $c --json "$D/backends_$(basename $c).json"
   done

@@ -167,8 +167,8 @@ def features_hash(files: list[Path], pc: FlowPolicyConfig, tc: TrainConfig, back
         st = f.stat()
         h.update(f'{f.parent.name}/{f.name}:{st.st_size}:{int(st.st_mtime)}'.encode())
     vision = {k: getattr(pc, k) for k in ('image_size', 'n_cameras', 'backbone', 'trunk_blocks', 'image_mean', 'image_std')}
-    cut = [tc.trunk_trainable_blocks] if tc.trunk_trainable_blocks else []  # caches of earlier runs keep their names
-    h.update(json.dumps([vision, tc.augment_copies, tc.augment_shift, tc.seed] + cut).encode())
+    trained = [tc.trunk_trainable_blocks] if tc.trunk_trainable_blocks else []  # earlier caches keep their names
+    h.update(json.dumps([vision, tc.augment_copies, tc.augment_shift, tc.seed] + trained).encode())
     return h.hexdigest()[:16]
 
 

@@ -150,7 +150,7 @@ train)
   eval_sets models/vla_v11 vla_v11 "$D" '' push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50
   eval_sets models/vla_v11 vla_v11_replace "$D" splice_mode=replace push:9000:100 $PUSH pick_and_place:3000:50
   # vla_v12 (stop 28, CPU): vla_v9's own recipe (the whole trunk, a new 4-px shift of every view at every step)
-  # 1,500 steps more; ~3.8 s per step, 97 min on the Intel VM. docs/results/whole_trunk_cpu
+  # 1,500 steps more; ~3.9 s per step, 97 min on the Intel VM. docs/results/whole_trunk_cpu
   $FRV train --config config/train_vla_v12.yaml && $FRV export --checkpoint models/vla_v12 --out models/vla_v12
   D="$OUT/whole_trunk_cpu" && mkdir -p "$D"
   eval_sets models/vla_v12 vla_v12 "$D" '' push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50

@@ -22,16 +22,27 @@ def resolve_checkpoint(path: str) -> Path:
 
 def checkpoint_cameras(checkpoint_dir: Path) -> list[str] | None:
     """The camera list a checkpoint was trained with (recorded by `flow-rag-vla train`); unrecorded
-    single-camera checkpoints get the default scene camera (docs/DESIGN.md); None when unknown."""
+    single-camera checkpoints get the default scene camera (docs/DESIGN.md); None when config.json is
+    unreadable. A multi-camera checkpoint without a list, or with one of the wrong length, raises: rendering
+    other cameras than the model's would still give a frame of the right size (each view is resized), and
+    the policy would fail silently."""
     import json
     try:
         doc = json.loads((Path(checkpoint_dir) / 'config.json').read_text())
     except (OSError, ValueError):
         return None
     cameras = doc.get('extra', {}).get('cameras')
+    n_cameras = doc.get('config', {}).get('n_cameras', 1)
     if cameras:
+        if len(cameras) != n_cameras:
+            raise ValueError(f'checkpoint {checkpoint_dir}: extra.cameras lists {len(cameras)} cameras '
+                             f'{list(cameras)} but the model takes n_cameras={n_cameras}')
         return list(cameras)
-    return ['scene'] if doc.get('config', {}).get('n_cameras', 1) == 1 else None
+    if n_cameras == 1:
+        return ['scene']
+    raise ValueError(f'checkpoint {checkpoint_dir}: the model takes {n_cameras} cameras side by side but '
+                     'config.json records no camera list (extra.cameras); without it the sim cannot render '
+                     'what the model was trained on')
 
 
 def frame_noise(seed: int, tokens: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -31,7 +31,9 @@ def make_tiny_checkpoint(directory: str | Path, seed: int = 0, **config_override
     rng = np.random.default_rng(seed)
     instructions = {text: (v / np.linalg.norm(v)).astype(np.float32)
                     for text, v in ((t, rng.standard_normal(config.language_dim)) for t in INSTRUCTIONS.values())}
-    return save_checkpoint(policy, Path(directory), instructions=instructions)
+    # recorded as `train` records them: a multi-camera checkpoint must say which cameras the sim renders
+    cameras = ['scene', 'side', 'front', 'top'][:config.n_cameras]
+    return save_checkpoint(policy, Path(directory), extra={'cameras': cameras}, instructions=instructions)
 
 
 @contextmanager

@@ -39,6 +39,8 @@ STATE_FILE, STATE_JSON = 'training_state.safetensors', 'training_state.json'
 @dataclass
 class TrainConfig:
     data: str = param('data/demos', 'dataset directory')
+    extra_data: list[str] = param([], 'more demonstration datasets recorded like data (same cameras and image size, '
+                                      'checked): their successful episodes join data\'s')
     relabelled_data: list[str] = param([], 'datasets of policy rollouts labelled by the expert (flow-rag-vla '
                                            'dagger): every episode is used, whatever the policy\'s outcome')
     init_from: str = param('', 'checkpoint to start from (fine-tuning): its weights and normaliser stats are kept; '
@@ -106,6 +108,16 @@ def episode_files(data: Path, tasks, max_episodes: int = 0, required: bool = Tru
             raise FileNotFoundError(f'no episodes for task {task!r} under {data}')
         files += found[:max_episodes] if max_episodes else found
     return files
+
+
+def require_same_recording(data: Path, others: list[str]) -> None:
+    """Datasets trained on together must have been rendered alike: other cameras or another image size would
+    give frames the model reads differently (each view is resized to the model's size, so nothing else fails)."""
+    from flow_rag_vla_ros.sim.dataset import load_meta
+    want = {k: load_meta(data).get(k) for k in ('cameras', 'image_size')}
+    for other in others:
+        have = {k: load_meta(other).get(k) for k in want}
+        require(have == want, f'{other} was recorded with {have}, {data} with {want}: train on datasets recorded alike')
 
 
 def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
@@ -384,8 +396,10 @@ def train(pc: FlowPolicyConfig, tc: TrainConfig, resume: bool = False, progress:
     elif tc.freeze_backbone:
         policy.vision.freeze()
     cut = pc.trunk_blocks - tc.trunk_trainable_blocks
+    require_same_recording(data, tc.extra_data)
+    more = [f for d in tc.extra_data for f in episode_files(Path(d), tc.tasks, required=False)]
     relabelled = [f for d in tc.relabelled_data for f in episode_files(Path(d), tc.tasks, required=False)]
-    files = episode_files(data, tc.tasks, tc.max_episodes) + relabelled
+    files = episode_files(data, tc.tasks, tc.max_episodes) + more + relabelled
     ds = build_dataset(policy, files, pc, tc, data, device, progress, frozenset(relabelled))
     m = len(ds['proprio'])
     # a fine-tuned model keeps the instruction vectors it was trained with (its cache; MiniLM only for new ones)

@@ -7,7 +7,7 @@ import pytest
 from flow_rag_vla_ros.core.checkpoint import load_checkpoint
 from flow_rag_vla_ros.core.configuration_flow_policy import FlowPolicyConfig
 from flow_rag_vla_ros.core.spec import INSTRUCTIONS
-from flow_rag_vla_ros.sim.dataset import Episode, write_episode
+from flow_rag_vla_ros.sim.dataset import Episode, update_meta, write_episode
 from flow_rag_vla_ros.tools.train import TrainConfig, action_chunks, train
 
 SMALL = dict(image_size=32, d_model=32, n_heads=2, n_layers=1, horizon=4)
@@ -217,3 +217,17 @@ def test_trunk_trainable_blocks_train_the_last_blocks_on_cached_activations_of_t
     assert not torch.equal(upper[out_proj], tuned[out_proj])
     with pytest.raises(ValueError, match='set freeze_backbone'):
         TrainConfig(trunk_trainable_blocks=2, init_from=str(tuned_trunk))
+
+
+def test_extra_demonstrations_join_only_their_successful_episodes(datasets):
+    write_episode(datasets / 'more', episode(4, True, 5), 0)
+    write_episode(datasets / 'more', episode(6, False, 6), 1)  # a failed demonstration: not imitated here either
+    assert run(datasets, 'more', extra_data=[str(datasets / 'more')])['extra']['frames'] == 5 + 4
+
+
+def test_extra_demonstrations_must_be_recorded_like_the_data(datasets):
+    update_meta(datasets / 'demos', 'push', {}, image_size=32, cameras=['scene'])
+    write_episode(datasets / 'side', episode(4, True, 5), 0)
+    update_meta(datasets / 'side', 'push', {}, image_size=32, cameras=['side'])
+    with pytest.raises(ValueError, match="recorded with {'cameras': \\['side'\\]"):
+        run(datasets, 'side', extra_data=[str(datasets / 'side')])

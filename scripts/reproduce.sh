@@ -8,11 +8,16 @@ OUT=${OUT:-docs/results}
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1  # batch-1 inference and training are fastest single-threaded on small CPUs
 
+# Since stop 29 the merger splices Push chunks newest-only by default (action_merger.splice_mode_by_task:
+# [push:replace]); every run before then spliced all tasks with splice_mode (ensembling unless a run set it), and
+# PIN keeps them so. (An empty list cannot be passed as a ROS parameter override, hence the explicit entry.)
+PIN=(--set "action_merger.splice_mode_by_task=[push:ensemble]")
+
 # five_sets CHECKPOINT NAME DIR: the five 50-episode task/seed sets the multi-task models are compared on
 # (Reach 3000, Push 3000 / 5000, PickAndPlace 3000 / 5000) -> DIR/<task>_seed<seed>_NAME.json
 five_sets() {
   for ts in reach:3000 push:3000 push:5000 pick_and_place:3000 pick_and_place:5000; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task "${ts%:*}" --episodes 50 --seed "${ts#*:}" --checkpoint "$1" \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task "${ts%:*}" --episodes 50 --seed "${ts#*:}" --checkpoint "$1" \
         --backend onnxruntime --pipelines flow_only --json "$3/${ts%:*}_seed${ts#*:}_$2.json"
   done
 }
@@ -21,10 +26,15 @@ five_sets() {
 # `--set action_merger.MERGER_SETTING` unless it is empty -> DIR/<task>_seed<seed>_<episodes>_NAME.json
 eval_sets() {
   local ckpt=$1 name=$2 dir=$3 setting=$4 set_args=() task seed n && shift 4
-  [ -n "$setting" ] && set_args=(--set "action_merger.$setting")
+  # runs before stop 29 (PIN_SPLICE=1): Push spliced with the run's splice_mode, like every other task
+  [ "${PIN_SPLICE:-1}" = 1 ] && case "$setting" in
+    splice_mode=*) set_args=(--set "action_merger.splice_mode_by_task=[push:${setting#splice_mode=}]") ;;
+    *) set_args=("${PIN[@]}") ;;
+  esac
+  [ -n "$setting" ] && set_args+=(--set "action_merger.$setting")
   for tsn in "$@"; do
     IFS=: read -r task seed n <<< "$tsn"
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint "$ckpt" \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task $task --episodes $n --seed $seed --checkpoint "$ckpt" \
         --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$dir/${task}_seed${seed}_${n}_$name.json"
   done
 }
@@ -68,6 +78,8 @@ PY
     IFS=: read -r task n seed <<< "$tns"
     $FRV dagger --checkpoint models/vla_v5 --task "$task" --episodes "$n" --seed "$seed" --out data/dagger_v5 --workers 2
   done
+  # vla_v13 (stop 29): 1,200 more Push demonstrations on seeds no other dataset or evaluation set uses (1600-2799)
+  $FRV collect --task push --episodes 1200 --seed 1600 --out data/demos_2cam_push_extra --cameras scene side --workers 2
   # single-task Reach: reach_v1 (scene camera), reach_v2 (scene + side)
   $FRV collect --task reach --episodes 400 --seed 1000 --out data/demos --workers 2
   $FRV collect --task reach --episodes 1500 --seed 20000 --out data/reach_2cam --cameras scene side --workers 2 ;;
@@ -88,7 +100,7 @@ train)
       --dataset data/demos_2cam_v5
   five_sets models/vla_v5 vla_v5 "$OUT/reach_data_scaling"
   for m in vla_v3 vla_v5; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/$m \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/$m \
         --backend onnxruntime --pipelines flow_only --json "$OUT/reach_data_scaling/reach_seed5000_100_$m.json"
   done
   # stop 23, experiment, not shipped: vla_v6's recipe with Push demonstrations from the perception-tolerant expert
@@ -100,7 +112,7 @@ train)
   for tsn in push:3000:50 push:5000:50 push:7000:50 push:0:100 pick_and_place:3000:50 pick_and_place:5000:50 \
              pick_and_place:7000:50 reach:3000:50 reach:7000:50 reach:5000:100; do
     IFS=: read -r task seed n <<< "$tsn"
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v7_ns025 \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v7_ns025 \
         --backend onnxruntime --pipelines flow_only --json "$OUT/robust_push_expert/${task}_seed${seed}_${n}_vla_v7_ns025.json"
   done
   # stop 25: vla_v6 with its EfficientNet trunk fine-tuned (trains on images: run on a GPU machine; the data moves
@@ -116,19 +128,19 @@ train)
     for tsn in push:3000:50 push:5000:50 push:7000:50 push:0:100 pick_and_place:3000:50 pick_and_place:5000:50 \
                pick_and_place:7000:50 reach:3000:50 reach:7000:50 reach:5000:100; do
       IFS=: read -r task seed n <<< "$tsn"
-      OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/$m \
+      OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task $task --episodes $n --seed $seed --checkpoint models/$m \
           --backend onnxruntime --pipelines flow_only --json "$OUT/finetuned_trunk/${task}_seed${seed}_${n}_$m.json"
     done
   done
   for s in 3000 5000 7000; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v8_a \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v8_a \
         --backend onnxruntime --pipelines flow_only --json "$OUT/finetuned_trunk/push_seed${s}_50_vla_v8_a.json"
   done
   # vla_v10 (stop 26, CPU): vla_v9's expert trained 4,000 steps more on vla_v9's fixed trunk (freeze_backbone; 13 min
   # of training, 8 min of token caching on the Intel VM); not shipped. docs/results/expert_continuation
   $FRV train --config config/train_vla_v10.yaml && $FRV export --checkpoint models/vla_v10 --out models/vla_v10
   for s in 9000 3000 5000 7000; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v10 \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --episodes 50 --seed $s --checkpoint models/vla_v10 \
         --backend onnxruntime --pipelines flow_only --json "$OUT/expert_continuation/push_seed${s}_50_vla_v10.json"
   done
   # how vla_v9's chunks are executed (stop 26): the merger's splice settings, picked on Push 9000-9099, then the
@@ -155,6 +167,22 @@ train)
   D="$OUT/whole_trunk_cpu" && mkdir -p "$D"
   eval_sets models/vla_v12 vla_v12 "$D" '' push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50
   eval_sets models/vla_v12 vla_v12_replace "$D" splice_mode=replace push:9000:100 $PUSH
+  # vla_v13 (stop 29, CPU; the shipped multi-task model): vla_v10's recipe (the expert alone on vla_v9's fixed trunk)
+  # with 1,200 more Push demonstrations (train.extra_data); 17 min of token caching, 14 min of training on the Intel
+  # VM. Evaluated with the defaults (Push spliced newest-only: action_merger.splice_mode_by_task) and with Push
+  # ensembled like the other tasks; a fresh Push set, 13000-13099, for both models both ways. docs/results/more_push_demos
+  $FRV train --config config/train_vla_v13.yaml && $FRV export --checkpoint models/vla_v13 --out models/vla_v13 \
+      --int8 --dataset data/demos_2cam_base
+  D="$OUT/more_push_demos" && mkdir -p "$D" && PIN_SPLICE=0  # the stop-29 defaults
+  eval_sets models/vla_v13 vla_v13 "$D" '' push:9000:100 $PUSH $PNP reach:3000:50 reach:5000:100 reach:7000:50 \
+      push:13000:100
+  eval_sets models/vla_v13 vla_v13_ensemble "$D" 'splice_mode_by_task=[push:ensemble]' push:9000:100 $PUSH push:13000:100
+  eval_sets models/vla_v9 vla_v9 "$D" '' push:13000:100
+  eval_sets models/vla_v9 vla_v9_ensemble "$D" 'splice_mode_by_task=[push:ensemble]' push:13000:100
+  for task in push pick_and_place reach; do  # through the node graph
+    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v13 --json "$D/sim_${task}_vla_v13.json"
+  done
+  PIN_SPLICE=1
   # vla_v9's sampler (stop 27): 10 Euler steps and Heun on the selection set, 3 steps on every set, and what 3 steps
   # save in latency (docs/results/finetuned_trunk/sampler_v9)
   D="$OUT/finetuned_trunk/sampler_v9" && mkdir -p "$D"
@@ -175,11 +203,11 @@ train)
   D="$OUT/finetuned_trunk/noise_scale" && mkdir -p "$D"
   for ns in 0 05; do $FRV export --checkpoint models/vla_v9 --noise-scale "${ns/05/0.5}" --out /tmp/vla_v9_ns$ns; done
   for c in models/vla_v9 /tmp/vla_v9_ns0 /tmp/vla_v9_ns05; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed 9000 --checkpoint $c --backend onnxruntime \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --episodes 50 --seed 9000 --checkpoint $c --backend onnxruntime \
         --pipelines flow_only --json "$D/push_seed9000_50_$(basename $c).json"
   done
   for sn in 3000:50 5000:50 7000:50 0:100; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes ${sn#*:} --seed ${sn%:*} --checkpoint /tmp/vla_v9_ns05 \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --episodes ${sn#*:} --seed ${sn%:*} --checkpoint /tmp/vla_v9_ns05 \
         --backend onnxruntime --pipelines flow_only --json "$D/push_seed${sn%:*}_${sn#*:}_vla_v9_ns05.json"
   done
   # on the GPU machine: the CUDA-graph tests and the policy step's GPU latency (docs/results/gpu_h200)
@@ -190,18 +218,18 @@ train)
   $FRV train --config config/train_vla_v6.yaml && $FRV export --checkpoint models/vla_v6 --out models/vla_v6 --int8 \
       --dataset data/demos_2cam_base
   five_sets models/vla_v6 vla_v6 "$OUT/dagger"
-  OMP_NUM_THREADS=1 $FRV eval --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/vla_v6 \
+  OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task reach --episodes 100 --seed 5000 --checkpoint models/vla_v6 \
       --backend onnxruntime --pipelines flow_only --json "$OUT/dagger/reach_seed5000_100_vla_v6.json"
   for m in vla_v5 vla_v6; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 100 --seed 0 --checkpoint models/$m \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --episodes 100 --seed 0 --checkpoint models/$m \
         --backend onnxruntime --pipelines flow_only --json "$OUT/dagger/push_seed0_100_$m.json"
   done
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do  # RAG revisits on vla_v6
-    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+    $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
         --checkpoint models/vla_v6 --pipelines flow_only parallel --json "$OUT/rag_revisits/vla_v6/${scenario}_seed$seed.json"
   done; done
   for task in pick_and_place push; do  # through the node graph (lockstep, parallel)
-    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6 --json "$OUT/dagger/sim_${task}_vla_v6.json"
+    $FRV sim "${PIN[@]}" --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6 --json "$OUT/dagger/sim_${task}_vla_v6.json"
   done
   # the shipped multi-task model: vla_v6's weights sampling from noise of std 0.25 (docs/results/noise_scale);
   # the scale chosen on seeds 7000-7049 among 1, 0.5 and 0.25
@@ -211,58 +239,58 @@ train)
   done
   for cs in models/vla_v6:1.0 /tmp/vla_v6_noise0.5:0.5 /tmp/vla_v6_noise0.25:0.25 /tmp/vla_v6_noise0.125:0.125; do
     for task in reach push pick_and_place; do
-      OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes 50 --seed 7000 --checkpoint "${cs%:*}" \
+      OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task $task --episodes 50 --seed 7000 --checkpoint "${cs%:*}" \
           --backend onnxruntime --pipelines flow_only --json "$OUT/noise_scale/sweep_seed7000/${task}_seed7000_noise${cs#*:}.json"
     done
   done
-  OMP_NUM_THREADS=1 $FRV eval --in-process --task push --episodes 50 --seed 7000 --checkpoint /tmp/vla_v6_noise0.0 \
+  OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --episodes 50 --seed 7000 --checkpoint /tmp/vla_v6_noise0.0 \
       --backend onnxruntime --pipelines flow_only --json "$OUT/noise_scale/sweep_seed7000/push_seed7000_noise0.0.json"
   $FRV export --checkpoint models/vla_v6 --noise-scale 0.25 --out models/vla_v6_ns025 --int8 --dataset data/demos_2cam_base
   five_sets models/vla_v6_ns025 vla_v6_ns025 "$OUT/noise_scale"
   for tsn in reach:5000:100 push:0:100; do
     IFS=: read -r task seed n <<< "$tsn"
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v6_ns025 \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task $task --episodes $n --seed $seed --checkpoint models/vla_v6_ns025 \
         --backend onnxruntime --pipelines flow_only --json "$OUT/noise_scale/${task}_seed${seed}_${n}_vla_v6_ns025.json"
   done
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do  # RAG revisits on vla_v6_ns025
-    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+    $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
         --checkpoint models/vla_v6_ns025 --pipelines flow_only parallel \
         --json "$OUT/rag_revisits/vla_v6_ns025/${scenario}_seed$seed.json"
   done; done
   mkdir -p "$OUT/rag_revisits/vla_v6_ns025_seed200"  # a third set of situations (stop 22)
   for scenario in heavy_cube slippery_zone external_push; do
-    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed 200 \
+    $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed 200 \
         --checkpoint models/vla_v6_ns025 --pipelines flow_only parallel \
         --json "$OUT/rag_revisits/vla_v6_ns025_seed200/${scenario}_seed200.json"
   done
   mkdir -p "$OUT/rag_revisits/misalignment_speed_up"  # stop 23: speed up after a misalignment (not adopted)
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100 200; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
         --checkpoint models/vla_v6_ns025 --pipelines parallel --set rag_monitor.misalignment_scale=1.5 \
         --json "$OUT/rag_revisits/misalignment_speed_up/${scenario}_seed$seed.json"
   done; done
   mkdir -p "$OUT/sparse_projection_ab/revisits"  # stop 24: the monitor's sparse visual projection (not the default)
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100 200; do
-    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
         --checkpoint models/vla_v6_ns025 --pipelines parallel --set rag_monitor.visual_projection=sparse \
         --json "$OUT/sparse_projection_ab/revisits/${scenario}_seed$seed.json"
   done; done
   D="$OUT/rag_revisits/node_graph_vla_v6_ns025" && mkdir -p "$D"  # the same through the node graph
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100; do
-    $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+    $FRV eval "${PIN[@]}" --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
         --checkpoint models/vla_v6_ns025 --pipelines parallel --json "$D/${scenario}_seed$seed.json"
   done; done
   for run in 2 3; do for ss in heavy_cube:0 slippery_zone:0 slippery_zone:100; do  # the closest three, twice more
-    $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" \
+    $FRV eval "${PIN[@]}" --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" \
         --checkpoint models/vla_v6_ns025 --pipelines parallel --json "$D/${ss%:*}_seed${ss#*:}_$run.json"
   done; done
-  $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v6_ns025 \
+  $FRV eval "${PIN[@]}" --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v6_ns025 \
       --pipelines flow_only --json "$D/heavy_cube_seed0_flow_only.json"
   for task in pick_and_place push; do  # through the node graph (lockstep, parallel)
-    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 \
+    $FRV sim "${PIN[@]}" --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 \
         --json "$OUT/noise_scale/sim_${task}_vla_v6_ns025.json"
   done
-  $FRV sim --task push --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 --pipeline flow_only \
+  $FRV sim "${PIN[@]}" --task push --episodes 20 --seed 3000 --checkpoint models/vla_v6_ns025 --pipeline flow_only \
       --json "$OUT/noise_scale/sim_push_flow_only_vla_v6_ns025.json"
   # do the frozen tokens say where the Push cube and target are? linear probes at three trunk depths (stop 22)
   mkdir -p "$OUT/token_probe"
@@ -279,24 +307,24 @@ train)
       $FRV export --checkpoint models/vla_mlp_v2 --out models/vla_mlp_v2 --dataset data/demos_2cam ;;
 results|all)
   # issue 2 / 3: success through the real node graph (lockstep), shipped Reach model
-  $FRV sim --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
-  $FRV eval --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
+  $FRV sim "${PIN[@]}" --task reach --episodes 50 --seed 1 --checkpoint models/reach_v2 --json "$OUT/sim_reach_v2.json"
+  $FRV eval "${PIN[@]}" --in-process --task reach --episodes 200 --seed 5000 --checkpoint models/reach_v2 --pipelines flow_only \
       --json "$OUT/inprocess_reach_v2_200.json"
   for task in pick_and_place push; do  # the multi-task model through the node graph
-    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v5 --json "$OUT/sim_${task}_vla_v5.json"
+    $FRV sim "${PIN[@]}" --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v5 --json "$OUT/sim_${task}_vla_v5.json"
   done
   for task in pick_and_place push reach; do  # the shipped multi-task model (stop 25) through the node graph
-    $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v9 \
+    $FRV sim "${PIN[@]}" --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v9 \
         --json "$OUT/finetuned_trunk/sim_${task}_vla_v9.json"
   done
   # issue 4 on the shipped vla_v9 (stop 25): the nine revisit sets in-process, four of them through the node graph
   mkdir -p "$OUT/rag_revisits/vla_v9" "$OUT/rag_revisits/node_graph_vla_v9"
   for scenario in heavy_cube slippery_zone external_push; do for seed in 0 100 200; do
-    $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+    $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
         --checkpoint models/vla_v9 --pipelines flow_only parallel --json "$OUT/rag_revisits/vla_v9/${scenario}_seed$seed.json"
   done; done
   for ss in heavy_cube:100 slippery_zone:100 heavy_cube:0 external_push:100; do
-    $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
+    $FRV eval "${PIN[@]}" --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
         --pipelines flow_only parallel --json "$OUT/rag_revisits/node_graph_vla_v9/${ss%:*}_seed${ss#*:}.json"
   done
   # issue 4: the learned failure head on vla_v9's own rollouts, scored on held-out ones (docs/results/failure_head)
@@ -306,30 +334,30 @@ results|all)
   OMP_NUM_THREADS=1 $FRV failure-head --checkpoint models/vla_v9 --episodes 50 --train-seed 0 --test-seed 5000 \
       --json "$OUT/failure_head/vla_v9_50.json"
   for run in 2 3; do  # slippery_zone 100-109 again, parallel only
-    $FRV eval --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 100 --checkpoint models/vla_v9 \
+    $FRV eval "${PIN[@]}" --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 100 --checkpoint models/vla_v9 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_vla_v9/slippery_zone_seed100_parallel_$run.json"
   done
   # issue 3: the multi-task model, its MLP-expert baseline and the scripted experts' ceiling on the same seeds
   # (vla_v5: reach_data_scaling/ from the train section; vla_v3, the previous one, is trained there too)
   for task in reach push pick_and_place; do
-    $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v2 \
+    $FRV eval "${PIN[@]}" --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_mlp_v2 \
         --backend onnxruntime --pipelines flow_only --json "$OUT/${task}_vla_mlp_v2_onnxruntime.json"
   done
   rm -rf /tmp/reproduce_experts
   $FRV collect --task all --episodes 50 --seed 3000 --out /tmp/reproduce_experts --workers 2 --no-progress
   cp /tmp/reproduce_experts/meta.json "$OUT/expert_ceiling_seed3000.json"
   # issue 7: ablation (same episodes and seeds for every pipeline), markdown + plots
-  $FRV eval --task reach --pipelines flow_only rag_only sequential parallel --episodes 20 --seed 0 \
+  $FRV eval "${PIN[@]}" --task reach --pipelines flow_only rag_only sequential parallel --episodes 20 --seed 0 \
       --checkpoint models/reach_v2 --json "$OUT/ablation.json" --report-dir "$OUT/ablation"
-  $FRV eval --task reach --scenario shifted_camera --pipelines flow_only rag_only sequential parallel \
+  $FRV eval "${PIN[@]}" --task reach --scenario shifted_camera --pipelines flow_only rag_only sequential parallel \
       --episodes 20 --seed 0 --checkpoint models/reach_v2 --json "$OUT/ablation_shifted_camera.json" \
       --report-dir "$OUT/ablation_shifted_camera"
   # issue 4: RAG memory vs injected failures (flow_only vs parallel, same seeds)
   for scenario in heavy_cube slippery_zone external_push; do
-    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines flow_only parallel --json "$OUT/rag_push_$scenario.json"
   done
-  $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
+  $FRV eval "${PIN[@]}" --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines flow_only parallel --json "$OUT/rag_reach_shifted_camera.json"
   # issue 4, revisit protocol: 10 situations, each met 4 times (docs/results/rag_revisits: made at stop 17, when
   # transform escalation was off by default; the params file below turns it off at HEAD)
@@ -338,23 +366,23 @@ results|all)
       > "$OUT/rag_revisits/escalation_off.yaml"
   for scenario in heavy_cube slippery_zone external_push; do
     for seed in 0 100; do
-      $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+      $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
           --checkpoint models/vla_v5 --pipelines flow_only parallel --params "$OUT/rag_revisits/escalation_off.yaml" \
           --json "$OUT/rag_revisits/${scenario}_seed$seed.json"
       # stop 19, the defaults (escalation in the case's own state only); flow_only does not use the memory
-      $FRV eval --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
+      $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed \
           --checkpoint models/vla_v5 --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/${scenario}_seed$seed.json"
     done
   done
-  $FRV eval --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
+  $FRV eval "${PIN[@]}" --in-process --task reach --scenario shifted_camera --episodes 60 --seed 0 --checkpoint models/reach_v2 \
       --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/reach_shifted_camera_random.json"
   for scenario in heavy_cube slippery_zone external_push; do  # random situations, as rag_push_*.json
-    $FRV eval --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --in-process --task push --scenario "$scenario" --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --json "$OUT/rag_revisits/escalation_gated/rag_push_${scenario}_random.json"
   done
   rm -f "$OUT/rag_revisits/escalation_off.yaml"
   # the same through the ROS 2 node graph (lockstep), one of them
-  $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+  $FRV eval "${PIN[@]}" --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
       --pipelines flow_only parallel sequential --json "$OUT/rag_revisits/node_graph_heavy_cube_seed0.json"
   # stop 19, all six through the node graph at the defaults (EventsExecutor, escalation in the case's own state):
   # parallel only, flow_only once (it matches in-process episode for episode) (rag_revisits/node_graph_stop19)
@@ -362,7 +390,7 @@ results|all)
   for scenario in heavy_cube slippery_zone external_push; do
     for seed in 0 100; do
       P=parallel; [ "$scenario:$seed" = heavy_cube:0 ] && P="flow_only parallel"
-      $FRV eval --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed --checkpoint models/vla_v5 \
+      $FRV eval "${PIN[@]}" --task push --scenario "$scenario" --situations 10 --episodes 40 --seed $seed --checkpoint models/vla_v5 \
           --pipelines $P --json "$OUT/rag_revisits/node_graph_stop19/${scenario}_seed$seed.json"
     done
   done
@@ -371,22 +399,22 @@ results|all)
   sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    escalation_per_failure: 0.0/" config/stack.yaml > "$A/off.yaml"
   cp config/stack.yaml "$A/on.yaml"
   for i in 1 2 3; do for v in off on; do
-    $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --params "$A/$v.yaml" --json "$A/${v}_$i.json"
   done; done
   rm -f "$A/off.yaml" "$A/on.yaml"
   # ... and heavy_cube 0-9 at the defaults since alarm_wait_ms (20), three runs (rag_revisits/node_graph_alarm_wait)
   mkdir -p "$OUT/rag_revisits/node_graph_alarm_wait"
   for i in 1 2 3; do
-    $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/heavy_cube_seed0_$i.json"
   done
   for sc in heavy_cube:100 slippery_zone:0 external_push:0 slippery_zone:100 external_push:100; do  # the other five
-    $FRV eval --task push --scenario ${sc%:*} --situations 10 --episodes 40 --seed ${sc#*:} --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --task push --scenario ${sc%:*} --situations 10 --episodes 40 --seed ${sc#*:} --checkpoint models/vla_v5 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/${sc%:*}_seed${sc#*:}.json"
   done
   for i in 2 3; do  # slippery_zone 0-9, the scenario that met the goal: two more runs
-    $FRV eval --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --task push --scenario slippery_zone --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --json "$OUT/rag_revisits/node_graph_alarm_wait/slippery_zone_seed0_$i.json"
   done
   # issues 3 / 5: sampler steps vs success, same weights (docs/results/sampler_steps), on the previous shipped
@@ -397,13 +425,13 @@ results|all)
         --int8
   done
   for task in reach push; do  # int8 at the trained 10 steps (README int8 table)
-    $FRV eval --in-process --task $task --episodes 50 --seed 3000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
+    $FRV eval "${PIN[@]}" --in-process --task $task --episodes 50 --seed 3000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
         --backend onnxruntime-int8 --pipelines flow_only --json "$S/${task}_seed3000_vla_v3_k10_int8.json"
   done
   for k in 10 5 3; do  # the shipped reach_v2 samples with 5
     C=/tmp/reproduce_ks/reach_v2_k$k
     if [ $k = 5 ]; then C=models/reach_v2; else $FRV export --checkpoint models/reach_v2 --num-steps $k --out "$C"; fi
-    $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint "$C" \
+    $FRV eval "${PIN[@]}" --in-process --task reach --episodes 100 --seed 3000 --checkpoint "$C" \
         --backend onnxruntime --pipelines flow_only --json "$S/reach_seed3000_reach_v2_k$k.json"
   done
   for k in 10 5 3; do
@@ -419,24 +447,24 @@ results|all)
   done
   for c in base replace d0.0 d2.0; do
     P="$T/p_$c.yaml"; [ "$c" = base ] && P=config/stack.yaml
-    $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
+    $FRV eval "${PIN[@]}" --in-process --task push --episodes 50 --seed 5000 --checkpoint /tmp/reproduce_ks/vla_v3_k10 \
         --backend onnxruntime --pipelines flow_only --params "$P" --json "$T/vla_v3_seed5000_$c.json"
   done
   rm -f "$T"/p_*.yaml
   # issue 7: lockstep replay of a recorded run reproduces its commands
   rm -rf /tmp/reproduce_bag
-  $FRV sim --task reach --episodes 3 --seed 11 --pipeline flow_only --record /tmp/reproduce_bag
+  $FRV sim "${PIN[@]}" --task reach --episodes 3 --seed 11 --pipeline flow_only --record /tmp/reproduce_bag
   $FRV replay /tmp/reproduce_bag --rate 0 --pipeline flow_only --json "$OUT/replay_lockstep.json"
   # issue 6: int8 vs fp32 success (same pipeline logic in-process, same episodes)
   for backend in onnxruntime onnxruntime-int8; do
-    $FRV eval --in-process --task reach --episodes 100 --seed 3000 --checkpoint models/reach_v2 \
+    $FRV eval "${PIN[@]}" --in-process --task reach --episodes 100 --seed 3000 --checkpoint models/reach_v2 \
         --backend "$backend" --pipelines flow_only --json "$OUT/reach_v2_$backend.json"
     for task in reach push; do
-      $FRV eval --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v5 \
+      $FRV eval "${PIN[@]}" --in-process --task "$task" --episodes 50 --seed 3000 --checkpoint models/vla_v5 \
           --backend "$backend" --pipelines flow_only --json "$OUT/${task}_vla_v5_$backend.json"
     done
   done
-  $FRV eval --in-process --task push --episodes 50 --seed 5000 --checkpoint models/vla_v5 --backend onnxruntime-int8 \
+  $FRV eval "${PIN[@]}" --in-process --task push --episodes 50 --seed 5000 --checkpoint models/vla_v5 --backend onnxruntime-int8 \
       --pipelines flow_only --json "$OUT/push_seed5000_vla_v5_onnxruntime-int8.json"  # fp32: reach_data_scaling/
   # int8 on Push over 200 episodes, and torch fp32 as the control for what equivalent numerics change
   # (docs/results/int8_recipe; the earlier recipe's file was made at commit 3b5dd24)
@@ -444,11 +472,11 @@ results|all)
   $FRV export --checkpoint models/vla_v5 --out models/vla_v5 --int8 --dataset data/demos_2cam_v5 \
       --int8-errors "$OUT/int8_recipe/group_errors_vla_v5_push.json"  # action error per int8 MatMul group
   for b in onnxruntime:fp32 onnxruntime-int8:int8 torch:torch; do
-    $FRV eval --in-process --task push --episodes 200 --seed 7000 --checkpoint models/vla_v5 --backend "${b%:*}" \
+    $FRV eval "${PIN[@]}" --in-process --task push --episodes 200 --seed 7000 --checkpoint models/vla_v5 --backend "${b%:*}" \
         --pipelines flow_only --json "$OUT/int8_recipe/push_seed7000_200_vla_v5_${b#*:}.json"
   done
   for b in onnxruntime:fp32 onnxruntime-int8:int8; do
-    $FRV eval --in-process --task push --episodes 200 --seed 7200 --checkpoint models/vla_v5 --backend "${b%:*}" \
+    $FRV eval "${PIN[@]}" --in-process --task push --episodes 200 --seed 7200 --checkpoint models/vla_v5 --backend "${b%:*}" \
         --pipelines flow_only --json "$OUT/int8_recipe/push_seed7200_200_vla_v5_${b#*:}.json"
   done
   [ "${1:-all}" = all ] && "$0" bench ;;
@@ -554,7 +582,7 @@ bench)
     sed -E -e "/^sim:/,/^vision_encoder:/! s/executor: [a-z_]+/executor: $e/" \
         -e "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    escalation_per_failure: 0.0/" \
         config/stack.yaml > "$OUT/executor_ab/$e.yaml"
-    $FRV eval --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --task push --scenario heavy_cube --situations 10 --episodes 40 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --params "$OUT/executor_ab/$e.yaml" --json "$OUT/executor_ab/node_graph_all_nodes_${e}_$i.json"
     rm -f "$OUT/executor_ab/$e.yaml"
   done; done
@@ -568,7 +596,7 @@ bench)
   W="$OUT/worker_priority_ab_stop17"; mkdir -p "$W"
   for pr in idle_process normal nice; do
     sed "s/^    transform_confidence: 1.0/    transform_confidence: 1.0\n    worker_priority: $pr/" config/stack.yaml > "$W/p_$pr.yaml"
-    $FRV eval --task push --scenario heavy_cube --situations 5 --episodes 20 --seed 0 --checkpoint models/vla_v5 \
+    $FRV eval "${PIN[@]}" --task push --scenario heavy_cube --situations 5 --episodes 20 --seed 0 --checkpoint models/vla_v5 \
         --pipelines parallel --params "$W/p_$pr.yaml" --json "$W/node_graph_heavy_cube_5sit_$pr.json"
     rm -f "$W/p_$pr.yaml"
   done

@@ -59,6 +59,15 @@ class ChunkExecutor:
         self.horizon = 0  # length of the newest chunk
         self.latest_ns = -(2 ** 62)  # latest `now` seen by next_action
 
+    def set_mode(self, mode: str) -> None:
+        """Splice later chunks with `mode`; the queued chunks are dropped when it changes (they were spliced
+        for the other mode, e.g. several overlapping ones kept for ensembling)."""
+        if mode not in SPLICE_MODES:
+            raise ValueError(f'splice mode {mode!r} not in {SPLICE_MODES}')
+        if mode != self.mode:
+            self.mode = mode
+            self.clear()
+
     # -- indexing -----------------------------------------------------------------------------------
     def _index(self, c: _Chunk, t_ns: int) -> int:
         return (t_ns - c.start_ns) // self.dt_ns

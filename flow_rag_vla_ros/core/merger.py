@@ -39,7 +39,7 @@ import numpy as np
 from flow_rag_vla_ros.core.chunk_executor import SPLICE_MODES, ChunkExecutor
 from flow_rag_vla_ros.core.config import param, require
 from flow_rag_vla_ros.core.safety import SafetyFilter, chunk_problem
-from flow_rag_vla_ros.core.spec import ACTION_DIM, CONTROL_DT
+from flow_rag_vla_ros.core.spec import ACTION_DIM, CONTROL_DT, TASKS
 
 STATES = ('ok', 'hold_stale', 'hold_invalid')
 REJECT_REASONS = ('none', 'stale', 'late', 'all_clear', 'low_confidence', 'no_overlap')
@@ -79,6 +79,11 @@ class MergerConfig:
                                          'for this long')
     splice_mode: str = param('ensemble', 'ensemble (temporal ensembling) | rtc (frozen prefix + soft mask) | '
                                          'replace (newest chunk wins)')
+    # vla_v9 / vla_v13 push best on their newest chunk (Push 0.90 vs 0.82 over 250 episodes with vla_v13) but
+    # carry and lift in PickAndPlace need the ensembling (149 -> 124 of 150 with vla_v9): README "Task success"
+    splice_mode_by_task: list[str] = param(['push:replace'], "'task:mode' pairs: while the instruction is that "
+                                           "task's (spec.INSTRUCTIONS), its chunks are spliced with mode instead of "
+                                           'splice_mode; other tasks and unknown instructions use splice_mode')
     ensemble_decay: float = param(0.5, 'ensemble weight exp(-decay * age in control periods); > 0 favours '
                                        'newer chunks, < 0 older ones (ACT), 0 = mean')
     ensemble_decay_per_dim: list[float] = param([], 'ensemble decay per action dimension (dx, dy, dz, gripper), '
@@ -97,6 +102,10 @@ class MergerConfig:
                                            '(afterwards a hold keeps the last gripper command)')
     clock: str = param('time', 'time: actions indexed by wall time since the frame stamp (robot, realtime '
                                'sim) | frames: each new frame stamp is one control step (lockstep sim)')
+
+    def task_splice_mode(self, task: str | None) -> str:
+        """The splice mode for chunks of `task` (None: the task is unknown)."""
+        return dict(entry.split(':') for entry in self.splice_mode_by_task).get(task, self.splice_mode)
 
     def __post_init__(self):
         require(self.deadline_ms > 0, f'deadline_ms must be > 0, got {self.deadline_ms}')
@@ -117,6 +126,11 @@ class MergerConfig:
                 'gripper_hold_value must lie within the gripper bounds')
         require(self.splice_mode in SPLICE_MODES, f'splice_mode {self.splice_mode!r} not in {SPLICE_MODES}')
         require(math.isfinite(self.ensemble_decay), 'ensemble_decay must be finite')
+        pairs = [entry.split(':') for entry in self.splice_mode_by_task]
+        require(all(len(p) == 2 and p[0] in TASKS and p[1] in SPLICE_MODES for p in pairs),
+                f"splice_mode_by_task: 'task:mode' with task in {TASKS} and mode in {SPLICE_MODES}, got "
+                f'{self.splice_mode_by_task}')
+        require(len({p[0] for p in pairs}) == len(pairs), 'splice_mode_by_task names a task twice')
         require(len(self.ensemble_decay_per_dim) in (0, ACTION_DIM)
                 and all(math.isfinite(d) for d in self.ensemble_decay_per_dim),
                 f'ensemble_decay_per_dim: empty or {ACTION_DIM} finite values')
@@ -314,6 +328,12 @@ class ActionMerger:
             return self._hold('hold_stale', self.newest_stamp, f'no fresh chunk for {age_ns / 1e9:.3f} s '
                                                                f'(stale_timeout_s {self.config.stale_timeout_s})')
         return self._emit(now_ns)
+
+    def set_task(self, task: str | None) -> str:
+        """The task being executed (None: unknown) picks the splice mode (MergerConfig.splice_mode_by_task);
+        a change of mode drops the queued chunks. Returns the mode in use."""
+        self.executor.set_mode(self.config.task_splice_mode(task))
+        return self.executor.mode
 
     def restart(self, stamp_ns: int) -> None:
         """A new episode starts after the frame stamped `stamp_ns` (an episode 'start' event carries the

@@ -5,16 +5,21 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from flow_rag_vla_ros.core.config import param
 from flow_rag_vla_ros.core.latency import LatencyStats
 from flow_rag_vla_ros.core.merger import ActionMerger, MergerConfig
+from flow_rag_vla_ros.core.spec import INSTRUCTIONS
 from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import StackNode, now_ns, run_node
 from flow_rag_vla_ros.nodes.conversions import (RESTART_ACK_TOPIC, command_to_msg, diagnostic, msg_to_chunk,
                                                 msg_to_correction, restart_ack, stamp_to_ns, starts_episode)
 from flow_rag_vla_ros.nodes.params import declare_config
+
+
+TASK_OF_INSTRUCTION = {text: task for task, text in INSTRUCTIONS.items()}
 
 
 @dataclass
@@ -29,6 +34,8 @@ class MergerTopicsConfig:
                                    'has restarted (same stamp): a lockstep sim or replay sends the next '
                                    "episode's first frame only after it, because DDS does not order messages "
                                    'across topics; empty = no acknowledgements')
+    instruction_topic: str = param('/task/instruction', "task instruction (std_msgs/String, latched): its task "
+                                                        "picks the splice mode (splice_mode_by_task); empty = never")
     frame_id: str = param('scene_camera', 'frame_id for commands produced by the timer (hold)')
 
 
@@ -51,6 +58,8 @@ class ActionMergerNode(StackNode):
             self.create_subscription(DiagnosticArray, topics.events_topic, self.on_event, qos.EVENTS)
             if topics.restart_ack_topic:
                 self.restart_ack_pub = self.create_publisher(DiagnosticArray, topics.restart_ack_topic, qos.EVENTS)
+        if topics.instruction_topic:
+            self.create_subscription(String, topics.instruction_topic, self.on_instruction, qos.LATCHED)
         self.timer = self.create_timer(self.merger_config.control_period_s, self.on_timer)
         # fires exactly stale_timeout_s after the last chunk (reset by every chunk), so the hold does not
         # wait for the next control tick
@@ -117,6 +126,13 @@ class ActionMergerNode(StackNode):
         command = self.merger.on_correction(correction.source_stamp_ns, correction, received)
         if command is not None:  # sequential pipeline: the command waited for this correction
             self._publish(command, received, 'correction')
+
+    def on_instruction(self, msg: String) -> None:
+        task = TASK_OF_INSTRUCTION.get(msg.data.strip())
+        before = self.merger.executor.mode
+        mode = self.merger.set_task(task)
+        if mode != before:
+            self.get_logger().info(f'instruction {msg.data!r} (task {task}): chunks spliced with {mode!r}')
 
     def on_event(self, msg: DiagnosticArray) -> None:
         if starts_episode(msg):

@@ -129,6 +129,7 @@ def run_inprocess(task: str = 'reach', episodes: int = 10, seed: int = 0, pipeli
     if not use_monitor:
         mon = None
     act_merger = ActionMerger(merger_cfg)
+    act_merger.set_task(task)  # as the merger node does from the instruction
     horizon = int(policy_backend.horizon or memory_cfg.horizon)
     shape = (horizon, ACTION_DIM)
     dt_ns = round(CONTROL_DT * 1e9)

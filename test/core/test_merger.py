@@ -45,7 +45,10 @@ def test_config_is_a_ros_parameter_schema():
                                  {'action_low': [-1.0] * 3}, {'max_delta_per_step': [0.5, 0.5, 0.0, 2.0]},
                                  {'action_low': [0.1, -1.0, -1.0, -1.0]}, {'gripper_hold_value': 2.0},
                                  {'refill_fraction': 0.0}, {'deadline_ms': 0.0}, {'ensemble_decay_per_dim': [4.0] * 3},
-                                 {'ensemble_decay_per_dim': [4.0, 4.0, 4.0, float('nan')]}])
+                                 {'ensemble_decay_per_dim': [4.0, 4.0, 4.0, float('nan')]},
+                                 {'splice_mode_by_task': ['push=replace']}, {'splice_mode_by_task': ['lift:replace']},
+                                 {'splice_mode_by_task': ['push:newest']},
+                                 {'splice_mode_by_task': ['push:replace', 'push:rtc']}])
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         MergerConfig(**bad)
@@ -55,6 +58,20 @@ def test_per_dimension_ensemble_decay_reaches_the_executor():
     m = merger(ensemble_decay_per_dim=[4.0, 4.0, 4.0, 0.0])
     np.testing.assert_array_equal(m.executor.decay, [4.0, 4.0, 4.0, 0.0])
     np.testing.assert_array_equal(merger(ensemble_decay=0.7).executor.decay, [0.7])
+
+
+def test_the_task_picks_the_splice_mode_and_a_change_drops_the_queue():
+    m = merger(clock='frames', splice_mode_by_task=['push:replace'], **FREE)
+    assert m.executor.mode == 'ensemble'  # the task is not known yet: splice_mode
+    m.on_chunk(S, const(0.9), S)
+    assert m.set_task('pick_and_place') == 'ensemble' and m.remaining(S) == 8  # no change: the queue stays
+    assert m.set_task('push') == 'replace' and m.remaining(S) == 0  # spliced for ensembling: dropped
+    m.on_chunk(S + DT, const(0.9), S + DT)
+    assert m.on_chunk(S + 2 * DT, const(0.1), S + 2 * DT).action[0] == pytest.approx(0.1)  # the newest chunk only
+    assert m.set_task(None) == 'ensemble'  # an unknown instruction: splice_mode
+    m.on_chunk(S + 3 * DT, const(0.9), S + 3 * DT)
+    assert m.on_chunk(S + 4 * DT, const(0.1), S + 4 * DT).action[0] not in (pytest.approx(0.1), pytest.approx(0.9))
+    assert merger(splice_mode_by_task=[]).set_task('push') == 'ensemble'
 
 
 # -- the deadline-aware merge ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Action merger node: an episode 'start' event restarts the merger (the previous episode's queue is dropped)."""
+"""Action merger node: an episode 'start' event restarts the merger (the previous episode's queue is dropped);
+the instruction's task picks the splice mode."""
 import time
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import rclpy
 from rclpy.parameter import Parameter
 
+from flow_rag_vla_ros.core.spec import INSTRUCTIONS
 from flow_rag_vla_ros.nodes.action_merger_node import ActionMergerNode
 from flow_rag_vla_ros.nodes.conversions import EPISODE_STATUS, chunk_to_msg, diagnostic
 
@@ -78,4 +80,23 @@ def test_restart_is_acknowledged_with_the_start_events_stamp(ack_topic):
         for n in (listener, node):
             if n is not None:
                 n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize('text, mode', [(INSTRUCTIONS['push'], 'replace'), (INSTRUCTIONS['reach'], 'ensemble'),
+                                        ('stack the blocks', 'ensemble')])
+def test_the_instruction_picks_the_splice_mode(text, mode):
+    from std_msgs.msg import String
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = ActionMergerNode(context=context, parameter_overrides=[
+            Parameter('splice_mode_by_task', value=['push:replace'])])
+        assert '/task/instruction' in {sub.topic_name for sub in node.subscriptions}
+        node.on_instruction(String(data=text))  # what the latched subscription delivers
+        assert node.merger.executor.mode == mode
+    finally:
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown(context=context)

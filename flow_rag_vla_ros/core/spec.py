@@ -11,4 +11,4 @@ ACTION_DIM = len(ACTION_NAMES)
 PROPRIO_DIM = len(PROPRIO_NAMES)
 CONTROL_DT = 0.04  # s; one panda-gym step, 25 Hz
 FAILURE_TYPES = ('grasp_failure', 'drop', 'collision', 'misalignment', 'timeout')
-DEFAULT_CHECKPOINT = 'models/vla_v9'  # the shipped multi-task policy: the nodes' and in-process runs' default
+DEFAULT_CHECKPOINT = 'models/vla_v13'  # the shipped multi-task policy: the nodes' and in-process runs' default

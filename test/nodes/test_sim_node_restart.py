@@ -132,3 +132,26 @@ def test_the_instruction_is_sent_again_until_the_stack_answers(make_sim, clock_m
     sim.instruction_sent_ns -= 10 ** 9
     sim.on_timer()
     assert len(sent) == n
+
+
+def test_realtime_sim_holds_when_no_command_arrived_since_its_last_frame(make_sim):
+    """The driver side's own command timeout (one step): when the stack's commands stop - a dead merger, or a
+    Fast DDS send block in its process (README, node graph) - the arm stops moving and keeps its gripper, rather
+    than repeating the last command."""
+    sim = make_sim(clock_mode='realtime', rate_hz=1000.0)  # the test drives the timer callback itself
+    sim.timer.cancel()
+    sim.on_command(command_to_msg(ACTION, sim.frame_stamp_ns, 'scene_camera'))
+    sim.on_timer()  # the stack answered the warm-up frame: episode 0 starts
+    assert sim.episode == 0
+    applied = []
+    step = sim.env.step
+    sim.env.step = lambda action: (applied.append(np.array(action)), step(action))[1]
+    grip = np.array([0.2, -0.1, 0.05, 0.7], np.float32)
+    sim.on_command(command_to_msg(grip, sim.frame_stamp_ns, 'scene_camera'))
+    sim.on_timer()  # a command arrived since the last frame: executed
+    sim.on_timer()  # none since: hold
+    sim.on_timer()
+    np.testing.assert_allclose(applied[0], grip, atol=1e-6)
+    for hold in applied[1:]:
+        np.testing.assert_allclose(hold, [0.0, 0.0, 0.0, 0.7], atol=1e-6)
+    assert sim.held_steps == 2 and len(applied) == 3

@@ -34,7 +34,7 @@ eval_sets() {
   [ -n "$setting" ] && set_args+=(--set "action_merger.$setting")
   for tsn in "$@"; do
     IFS=: read -r task seed n <<< "$tsn"
-    OMP_NUM_THREADS=1 $FRV eval "${PIN[@]}" --in-process --task $task --episodes $n --seed $seed --checkpoint "$ckpt" \
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task $task --episodes $n --seed $seed --checkpoint "$ckpt" \
         --backend onnxruntime --pipelines flow_only "${set_args[@]}" --json "$dir/${task}_seed${seed}_${n}_$name.json"
   done
 }

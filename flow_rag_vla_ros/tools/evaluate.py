@@ -99,12 +99,19 @@ def checkpoint_record(checkpoint: str, params) -> dict:
     return {'path': name, 'model_sha256': sha256_file(weights) if weights.exists() else None}
 
 
-def _evaluate(args, inprocess_params) -> dict:
+def report_header(args) -> dict:
+    """What a report ran: the episodes, the machine, the model, and the `--set` parameter overrides (a merger
+    setting changes success as much as the model does, and the parameters file alone does not show it)."""
     from flow_rag_vla_ros.tools.bench import machine
+    return {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed,
+            'situations': args.situations, 'machine': machine(),
+            'checkpoint': checkpoint_record(args.checkpoint, args.params),
+            'overrides': parse_overrides(args.set), 'tasks': {}}
+
+
+def _evaluate(args, inprocess_params) -> dict:
     tasks = args.tasks or [args.task]
-    report: dict = {'scenario': args.scenario, 'episodes': args.episodes, 'seed': args.seed,
-                    'situations': args.situations, 'machine': machine(),
-                    'checkpoint': checkpoint_record(args.checkpoint, args.params), 'tasks': {}}
+    report = report_header(args)
     for task in tasks:
         rows = {}
         for pipeline in args.pipelines:

@@ -74,3 +74,11 @@ def test_a_report_names_its_checkpoint_and_the_hash_of_its_weights(tmp_path):
     # no --checkpoint: the one the stack's parameters name, as the runs themselves use
     default = load_node_parameters(config_path('stack.yaml'), 'flow_policy')['checkpoint']
     assert checkpoint_record('', None)['path'] == default
+
+
+def test_a_report_records_the_parameter_overrides_it_ran_with():
+    from flow_rag_vla_ros.tools.evaluate import report_header
+    header = report_header(_args('--set', 'action_merger.splice_mode_by_task=[push:ensemble]', 'flow_policy.num_steps=3'))
+    assert header['overrides'] == {'action_merger': {'splice_mode_by_task': ['push:ensemble']},
+                                   'flow_policy': {'num_steps': 3}}
+    assert report_header(_args())['overrides'] == {}  # the shipped defaults

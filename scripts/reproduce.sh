@@ -182,6 +182,10 @@ train)
   for task in push pick_and_place reach; do  # through the node graph
     $FRV sim --task "$task" --episodes 20 --seed 3000 --checkpoint models/vla_v13 --json "$D/sim_${task}_vla_v13.json"
   done
+  # stop 30: one more fresh Push set, 17000-17099, run once with each splice setting after nothing else changed
+  eval_sets models/vla_v13 vla_v13 "$D" '' push:17000:100
+  eval_sets models/vla_v13 vla_v13_ensemble "$D" 'splice_mode_by_task=[push:ensemble]' push:17000:100
+  eval_sets models/vla_v13 vla_v13 "$D" '' push:19000:100 pick_and_place:19000:50 reach:19000:50
   PIN_SPLICE=1
   # vla_v9's sampler (stop 27): 10 Euler steps and Heun on the selection set, 3 steps on every set, and what 3 steps
   # save in latency (docs/results/finetuned_trunk/sampler_v9)

@@ -486,7 +486,7 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop28.json"  # bench_stop1[4-9].json, bench_stop2[1-7]*.json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop30.json"  # bench_stop1[4-9].json, bench_stop2[1-8]*.json, bench.json: earlier stops
   # stop 23, the monitor's all-clear after an alarm (docs/results/all_clear_ab): before = c76373f (pooled rounds, no
   # all-clear), after = 0e7b769; the paced backend timings at d023a92 (this command, any later commit)
   ROOT=$PWD; A="$ROOT/$OUT/all_clear_ab"; mkdir -p "$A"

@@ -54,3 +54,29 @@ def test_non_finite_samples_are_refused():
     with pytest.raises(ValueError):
         stats.add('e2e', float('inf'))
     assert stats.summary('e2e')['n'] == 0
+
+
+def test_percentile_gap_interval_covers_zero_for_one_distribution_and_not_for_a_shifted_one():
+    from flow_rag_vla_ros.core.latency import percentile_gap_interval
+    rng = np.random.default_rng(1)
+    rounds = lambda shift: [list(rng.gamma(9.0, 1.0, 300) + shift) for _ in range(3)]  # noqa: E731
+    same = percentile_gap_interval(rounds(0.0), rounds(0.0), resamples=400)
+    lo, hi = same['ci95_ms']
+    assert lo < 0.0 < hi and hi - lo > 0.5  # a p99 of 900 frames is itself uncertain by about a millisecond
+    shifted = percentile_gap_interval(rounds(4.0), rounds(0.0), resamples=400)
+    assert 2.0 < shifted['ci95_ms'][0] <= shifted['gap_ms'] <= shifted['ci95_ms'][1]
+    assert shifted['share_above_limit'] > 0.99 and same['share_above_limit'] < 0.5
+    a, b = [[10.0, 11.0, 30.0]], [[10.0, 11.0, 12.0]]
+    assert percentile_gap_interval(a, b, q=100.0)['gap_ms'] == pytest.approx(18.0)  # exact: pooled max minus max
+    assert percentile_gap_interval(a, b, seed=3) == percentile_gap_interval(a, b, seed=3)  # seeded
+
+
+def test_percentile_gap_interval_keeps_rounds_apart_and_refuses_empty_rounds():
+    from flow_rag_vla_ros.core.latency import percentile_gap_interval
+    # one slow round of three: a resample must keep it one round's worth of frames, so the p99 stays in its tail
+    slow = [[10.0] * 100, [10.0] * 100, [30.0] * 100]
+    fast = [[10.0] * 100] * 3
+    r = percentile_gap_interval(slow, fast, resamples=200)
+    assert r['ci95_ms'] == pytest.approx([20.0, 20.0])
+    with pytest.raises(ValueError, match='at least one sample'):
+        percentile_gap_interval([[1.0], []], fast)

@@ -128,6 +128,9 @@ def test_timed_replay_at_a_fixed_frame_rate(tmp_path):
     assert result['wall_s'] >= 10 * 0.1 + 0.3 - 0.01 > len(stamps) * DT / 1e9 + 0.3
     lat = result['stamp_to_command_ms']
     assert lat['n'] >= 9 and 0 < lat['p50'] < 1000  # warm-up excluded; a loaded machine may lose a frame
+    # the middleware takes each command before this harness's callback runs, on the same (system) clock
+    callback, middleware = (result['samples_ms'][k] for k in ('stamp_to_command', 'stamp_to_command_middleware'))
+    assert len(middleware) == len(callback) and all(0 < m <= c for m, c in zip(middleware, callback))
 
 
 def test_bad_replay_configuration_is_explained():
@@ -208,7 +211,7 @@ def test_the_warm_up_waits_for_the_monitor_as_well_as_the_command(pipeline, send
     class Executor:
         def spin_once(self, timeout_sec):
             stamp = images[-1].header.stamp.sec * 10**9 + images[-1].header.stamp.nanosec
-            node.commands.setdefault(stamp, (None, 0))  # the policy path answers the first send
+            node.commands.setdefault(stamp, (None, 0, 0))  # the policy path answers the first send
             if len(images) >= 3:  # the monitor only the third
                 node.stage_latency.setdefault('correction', []).append((stamp, 1.0, 2.0))
 

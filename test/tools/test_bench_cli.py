@@ -23,6 +23,8 @@ def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
     for pipeline, run in result['pipelines'].items():
         e2e = run['e2e_ms']
         assert e2e['n'] >= 10 and 0 < e2e['p50'] <= e2e['p95'] <= e2e['p99'], (pipeline, e2e)
+        middleware = run['e2e_middleware_ms']  # the same frames, received earlier: before the harness's callback
+        assert middleware['n'] == e2e['n'] and 0 < middleware['p50'] <= e2e['p50'], (pipeline, middleware)
         assert run['frames_replayed'] >= 2 * 15 and run['bad_outputs'] == []  # two rounds of 15 frames
         # per stage: time inside the node, and camera stamp -> that stage's output (which must come later)
         stages = {'features', 'chunk', 'command'} | ({'correction'} if pipeline == 'parallel' else set())
@@ -37,11 +39,16 @@ def test_bench_writes_pipelines_sim_loop_and_retrieval(tmp_path):
         # two rounds pooled: every round's frames count, and each round keeps its own summary
         assert [r['round'] for r in run['rounds']] == [0, 1]
         assert sum(run['command_paths'].values()) == e2e['n']  # how each measured frame's command was released
+        assert {p: v['n'] for p, v in run['e2e_ms_by_path'].items()} == run['command_paths']
         assert e2e['n'] == sum(r['e2e_ms']['n'] for r in run['rounds'])
     gap = result['replay']['parallel_minus_flow_only_p99_ms']
     assert gap['pooled'] == pytest.approx(result['pipelines']['parallel']['e2e_ms']['p99']
                                           - result['pipelines']['flow_only']['e2e_ms']['p99'])
     assert len(gap['rounds']) == 2
+    assert gap['ci95'][0] <= gap['ci95'][1] and 0.0 <= gap['share_of_resamples_above_1ms'] <= 1.0
+    gap_middleware = result['replay']['parallel_minus_flow_only_p99_middleware_ms']
+    assert gap_middleware['pooled'] == pytest.approx(result['pipelines']['parallel']['e2e_middleware_ms']['p99']
+                                                     - result['pipelines']['flow_only']['e2e_middleware_ms']['p99'])
     assert 'rag_monitor' in result['pipelines']['parallel']['peak_rss_mb']
     assert result['pipelines'] == result['replay']['pipelines']  # the headline is the camera-rate replay
     assert set(result['sim_loop']['layouts']['processes']) == {'flow_only', 'parallel'}
@@ -80,6 +87,7 @@ def _round(k, e2e, cpu, rss):
     from flow_rag_vla_ros.core.latency import summarize
     return {'round': k, 'slot': k, 'e2e_ms': summarize(e2e),
             'samples_ms': {'stamp_to_command': e2e, 'stage': {'chunk': [1.0] * len(e2e)},
+                           'stamp_to_command_by_path': {'chunk': e2e[:-1], 'tick': e2e[-1:]},
                            'since_frame': {'chunk': [x - 1 for x in e2e]}},
             'frames_replayed': len(e2e), 'frames_commanded': len(e2e), 'dropped_frames': 0, 'frame_rate_hz': 20.0,
             'wall_s': 1.0, 'peak_rss_mb': {'flow_policy': rss}, 'peak_rss_mb_stack_total': rss,
@@ -103,3 +111,6 @@ def test_pool_rounds_takes_percentiles_over_all_frames_not_the_mean_of_rounds():
     assert pooled['peak_rss_mb'] == {'flow_policy': 120.0} and pooled['peak_rss_mb_stack_total'] == 120.0
     assert pooled['frames_replayed'] == 200 and pooled['dropped_frames'] == 0
     assert pooled['command_paths'] == {'chunk': 198, 'tick': 2}
+    # each path's frames pooled over the rounds: the two ticks are the rounds' last frames (12 and 30 ms)
+    assert pooled['e2e_ms_by_path']['tick']['n'] == 2 and pooled['e2e_ms_by_path']['tick']['max'] == 30.0
+    assert pooled['e2e_ms_by_path']['chunk']['n'] == 198

@@ -143,6 +143,8 @@ class ActionMergerNode(StackNode):
                 self.restart_ack_pub.publish(restart_ack(stamp, msg.header.frame_id, self.get_name()))
 
     def on_timer(self) -> None:
+        if not self.context.ok():  # a signal shut the context down and the executor still ran this due timer
+            return
         t = now_ns()
         command = self.merger.tick(t)
         if command is not None:

@@ -100,3 +100,21 @@ def test_the_instruction_picks_the_splice_mode(text, mode):
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_a_control_tick_after_shutdown_publishes_nothing_and_does_not_raise():
+    """SIGTERM shuts the context down while the executor may still run a due timer: its hold must not try to
+    publish (the EventsExecutor logs an escaped 'publisher's context is invalid' as FATAL)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = ActionMergerNode(context=context, parameter_overrides=[Parameter('clock', value='time')])
+        node.on_chunk(chunk_to_msg(np.full((8, 4), 0.5, np.float32), time.time_ns(), 'scene_camera'))
+        assert node.merger.tick(time.time_ns()) is not None  # a tick now would publish a command
+        rclpy.shutdown(context=context)
+        node.on_timer()
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)

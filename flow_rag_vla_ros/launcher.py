@@ -146,6 +146,11 @@ def run_composed(nodes, params=None, overrides=None) -> None:
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:
+            if rclpy.ok():
+                raise
+            # a signal shut the context down while the executor built its next wait set ('the given context is
+            # not valid'): the process is stopping, as with ExternalShutdownException
         finally:
             for node in created:
                 if hasattr(node, 'close'):

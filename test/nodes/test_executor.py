@@ -80,3 +80,32 @@ def test_events_executor_leaves_the_monitors_retrieval_thread_running():
         assert len(assessed) >= 3, 'the monitor assessed no frame on the EventsExecutor'
         monitor.send_signal(signal.SIGTERM)
         assert monitor.wait(timeout=5) == 0
+
+
+def test_composed_run_stops_cleanly_when_a_signal_ends_the_context_inside_spin(monkeypatch):
+    """A signal can shut the context down while the MultiThreadedExecutor builds its wait set: rclpy then raises
+    RCLError ('the given context is not valid'), not ExternalShutdownException. The composed process must stop
+    as it does on the latter: nodes closed, no traceback. An error while the context is fine still raises."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    from flow_rag_vla_ros.launcher import run_composed
+    from flow_rag_vla_ros.nodes.action_merger_node import ActionMergerNode
+
+    closed = []
+    monkeypatch.setattr(ActionMergerNode, 'close', lambda self: closed.append(type(self).__name__))
+
+    def shut_down_then_fail(self, *args, **kwargs):
+        rclpy.shutdown()
+        raise RuntimeError('failed to initialize wait set: the given context is not valid')
+
+    monkeypatch.setattr(MultiThreadedExecutor, 'spin', shut_down_then_fail)
+    run_composed(['action_merger'])
+    assert closed == ['ActionMergerNode']
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError('a real bug')
+
+    monkeypatch.setattr(MultiThreadedExecutor, 'spin', fail)
+    with pytest.raises(RuntimeError, match='a real bug'):
+        run_composed(['action_merger'])
+    assert closed == ['ActionMergerNode'] * 2 and not rclpy.ok()

@@ -486,7 +486,23 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop30.json"  # bench_stop1[4-9].json, bench_stop2[1-8]*.json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop32.json"  # bench_stop1[4-9].json, bench_stop2[1-8]*.json, bench_stop30.json, bench.json: earlier stops
+  # stop 32, parallel - flow_only replicates on the AMD VM, alternated with the merger's alarm wait off
+  # (docs/results/parallel_gap_stop32; default_0.json: the first default run, before e2e_ms_by_path existed)
+  for i in 1 2 3 4; do
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --json "$OUT/parallel_gap_stop32/default_$i.json"
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --set action_merger.alarm_wait_ms=0 --json "$OUT/parallel_gap_stop32/alarm_wait_0_$i.json"
+  done
+  # full_bench_first.json: the bench_stop32 command, run first at 5c0219f (before the gap's interval existed)
+  .venv/bin/python scripts/parallel_gap_runs.py "$OUT/parallel_gap_stop32/full_bench_first.json" \
+      "$OUT"/parallel_gap_stop32/default_*.json "$OUT/bench_stop32.json" "$OUT"/parallel_gap_stop32/alarm_wait_0_*.json \
+      --json "$OUT/parallel_gap_stop32/summary.json"
+  # the Intel VM's pooled runs at the defaults, stops 23-30 (the files listed in README "Latency")
+  .venv/bin/python scripts/parallel_gap_runs.py "$OUT"/bench_stop2[3-8]*.json "$OUT/bench_stop30.json" \
+      "$OUT"/all_clear_ab/after_*.json "$OUT"/cpu_affinity_ab/free_*.json "$OUT/retrieval_after_chunk_ab/default_3.json" \
+      "$OUT"/sparse_projection_ab/gaussian_*.json --json "$OUT/parallel_gap_stop32/summary_intel_vm.json"
   # stop 23, the monitor's all-clear after an alarm (docs/results/all_clear_ab): before = c76373f (pooled rounds, no
   # all-clear), after = 0e7b769; the paced backend timings at d023a92 (this command, any later commit)
   ROOT=$PWD; A="$ROOT/$OUT/all_clear_ab"; mkdir -p "$A"

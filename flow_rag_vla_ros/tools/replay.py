@@ -406,7 +406,7 @@ def summarize(bag, config: ReplayConfig, rec: Recording, driver: _Driver, wall_s
         # the samples behind the summaries above, for pooling runs (`bench --rounds`)
         'samples_ms': {'stamp_to_command': stamp_latency, 'stamp_to_command_middleware': stamp_latency_middleware,
                        # the same frames by how the merger released them: a wait for the monitor's verdict is the
-                       # design's (alarm_wait_ms), not contention, and a handful of such frames sit at the p99
+                       # design's (alarm_wait_ms), not contention, and can put a few frames into the tail
                        'stamp_to_command_by_path': by_path(replayed_stamps, stamp_latency, node.command_paths),
                        'stage': {stage: [v[1] for v in timed] for stage, timed in stage_latency.items()},
                        'since_frame': {stage: [v[2] for v in timed] for stage, timed in stage_latency.items()}},

@@ -1,7 +1,5 @@
 """scripts/pack_dataset.py: a packed dataset unpacks to the same episode files; a damaged frame is refused."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,15 +7,10 @@ import pytest
 from flow_rag_vla_ros.core.spec import INSTRUCTIONS
 from flow_rag_vla_ros.sim.dataset import Episode, read_episode, write_episode
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'scripts' / 'pack_dataset.py'
-
 
 @pytest.fixture(scope='module')
-def pack():
-    spec = importlib.util.spec_from_file_location('pack_dataset', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pack(load_script):
+    return load_script('pack_dataset')
 
 
 def episode(seed: int, chunks: bool = False) -> Episode:

@@ -1,20 +1,13 @@
 """scripts/parallel_gap_runs.py: runs grouped by their --set overrides, the rule and the goal counted per run."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'scripts' / 'parallel_gap_runs.py'
-
-
 @pytest.fixture(scope='module')
-def gap_runs():
-    spec = importlib.util.spec_from_file_location('parallel_gap_runs', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gap_runs(load_script):
+    return load_script('parallel_gap_runs')
 
 
 def _bench(path: Path, flow_only_p99: float, parallel_p99: float, overrides=()) -> Path:

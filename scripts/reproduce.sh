@@ -186,6 +186,9 @@ train)
   eval_sets models/vla_v13 vla_v13 "$D" '' push:17000:100
   eval_sets models/vla_v13 vla_v13_ensemble "$D" 'splice_mode_by_task=[push:ensemble]' push:17000:100
   eval_sets models/vla_v13 vla_v13 "$D" '' push:19000:100 pick_and_place:19000:50 reach:19000:50
+  # stop 32, on the AMD VM: fresh sets, and Push 3000-3049 again (the same episodes as on the Intel VM)
+  eval_sets models/vla_v13 vla_v13 "$D" '' push:21000:100 push:23000:100 pick_and_place:21000:50 reach:21000:50
+  eval_sets models/vla_v13 vla_v13_amd_vm "$D" '' push:3000:50
   PIN_SPLICE=1
   # vla_v9's sampler (stop 27): 10 Euler steps and Heun on the selection set, 3 steps on every set, and what 3 steps
   # save in latency (docs/results/finetuned_trunk/sampler_v9)

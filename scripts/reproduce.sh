@@ -498,6 +498,15 @@ bench)
     $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
         --set action_merger.alarm_wait_ms=0 --json "$OUT/parallel_gap_stop32/alarm_wait_0_$i.json"
   done
+  # stop 32, the monitor's subscriptions alone: flow_only with and without scripts/listener_neighbour.py, alternated
+  for i in 1 2 3; do
+    .venv/bin/python scripts/listener_neighbour.py & LN=$! && sleep 3
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only \
+        --json "$OUT/parallel_gap_stop32/listener_neighbour_with_$i.json"
+    kill -INT $LN && wait $LN
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only \
+        --json "$OUT/parallel_gap_stop32/listener_neighbour_without_$i.json"
+  done
   # full_bench_first.json: the bench_stop32 command, run first at 5c0219f (before the gap's interval existed)
   .venv/bin/python scripts/parallel_gap_runs.py "$OUT/parallel_gap_stop32/full_bench_first.json" \
       "$OUT"/parallel_gap_stop32/default_*.json "$OUT/bench_stop32.json" "$OUT"/parallel_gap_stop32/alarm_wait_0_*.json \

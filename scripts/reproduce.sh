@@ -498,6 +498,13 @@ bench)
     $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
         --set action_merger.alarm_wait_ms=0 --json "$OUT/parallel_gap_stop32/alarm_wait_0_$i.json"
   done
+  # stop 32, the sparse visual projection alternated with three more default runs
+  for i in 1 2 3; do
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --set rag_monitor.visual_projection=sparse --json "$OUT/parallel_gap_stop32/sparse_projection_$i.json"
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --json "$OUT/parallel_gap_stop32/default_$((i + 4)).json"
+  done
   # stop 32, the monitor's subscriptions alone: flow_only with and without scripts/listener_neighbour.py, alternated
   for i in 1 2 3; do
     .venv/bin/python scripts/listener_neighbour.py & LN=$! && sleep 3
@@ -510,7 +517,7 @@ bench)
   # full_bench_first.json: the bench_stop32 command, run first at 5c0219f (before the gap's interval existed)
   .venv/bin/python scripts/parallel_gap_runs.py "$OUT/parallel_gap_stop32/full_bench_first.json" \
       "$OUT"/parallel_gap_stop32/default_*.json "$OUT/bench_stop32.json" "$OUT"/parallel_gap_stop32/alarm_wait_0_*.json \
-      --json "$OUT/parallel_gap_stop32/summary.json"
+      "$OUT"/parallel_gap_stop32/sparse_projection_*.json --json "$OUT/parallel_gap_stop32/summary.json"
   # the Intel VM's pooled runs at the defaults, stops 23-30 (the files listed in README "Latency")
   .venv/bin/python scripts/parallel_gap_runs.py "$OUT"/bench_stop2[3-8]*.json "$OUT/bench_stop30.json" \
       "$OUT"/all_clear_ab/after_*.json "$OUT"/cpu_affinity_ab/free_*.json "$OUT/retrieval_after_chunk_ab/default_3.json" \

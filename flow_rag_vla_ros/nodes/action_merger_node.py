@@ -67,6 +67,8 @@ class ActionMergerNode(StackNode):
 
     def _publish(self, command, received_ns: int, path: str) -> None:
         """path: chunk (a fresh chunk's command), correction (sequential wait ended), tick (queue / hold)."""
+        if not self.context.ok():  # a signal shut the context down and the executor still ran a due callback
+            return
         frame_id = self.frame_ids.get(command.source_stamp_ns, self.topics.frame_id)
         self.command_pub.publish(command_to_msg(command.action, command.source_stamp_ns, frame_id))
         published = now_ns()
@@ -143,8 +145,6 @@ class ActionMergerNode(StackNode):
                 self.restart_ack_pub.publish(restart_ack(stamp, msg.header.frame_id, self.get_name()))
 
     def on_timer(self) -> None:
-        if not self.context.ok():  # a signal shut the context down and the executor still ran this due timer
-            return
         t = now_ns()
         command = self.merger.tick(t)
         if command is not None:

@@ -103,8 +103,9 @@ def test_the_instruction_picks_the_splice_mode(text, mode):
 
 
 def test_a_control_tick_after_shutdown_publishes_nothing_and_does_not_raise():
-    """SIGTERM shuts the context down while the executor may still run a due timer: its hold must not try to
-    publish (the EventsExecutor logs an escaped 'publisher's context is invalid' as FATAL)."""
+    """SIGTERM shuts the context down while the executor may still run a due timer: its command must not try to
+    publish (the EventsExecutor logs an escaped 'publisher's context is invalid' as FATAL). The guard sits in the
+    one place every command leaves, so the sequential deadline timer is covered too."""
     context = rclpy.Context()
     rclpy.init(context=context)
     node = None

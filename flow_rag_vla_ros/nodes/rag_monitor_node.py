@@ -2,7 +2,8 @@
 
 Never on the policy path: callbacks only hand the latest input to a worker thread (a latest-only slot,
 so a slow retrieval drops stale frames instead of queueing them); the worker embeds, searches the FAISS
-memory and publishes a correction stamped with the source frame. Episode events teach the memory:
+memory and publishes a correction stamped with the source frame (with retrieve_after command, only once
+the merger has sent that frame's command, so it does not compete with the policy for the CPU). Episode events teach the memory:
 a failure stores the states (and executed chunks) that led to it; a success in a state that matched a
 stored failure stores the chunk that worked as that case's correction and raises its confidence.
 """
@@ -32,6 +33,7 @@ from flow_rag_vla_ros.nodes.params import declare_config
 
 
 WORKER_PRIORITIES = ('idle_process', 'idle', 'nice', 'normal')
+RETRIEVE_AFTER = ('features', 'command')
 
 
 @dataclass
@@ -49,9 +51,19 @@ class RagMonitorTopicsConfig:
                                                  "SCHED_IDLE; composed: as idle) | idle (the retrieval thread "
                                                  "only) | nice (retrieval thread at nice + worker_nice) | normal")
     worker_nice: int = param(5, "worker_priority 'nice': raise the retrieval thread's nice value by this much")
+    retrieve_after: str = param('features', "parallel mode, when a frame's retrieval starts: features (as they "
+                                            'arrive, beside the policy) | command (once the merger has sent a '
+                                            'command for that frame or a newer one, or defer_limit_ms after the '
+                                            "features arrived; at once while the monitor's last verdict was an "
+                                            'alarm, as the merger then holds the chunk for this verdict)')
+    defer_limit_ms: float = param(12.0, 'retrieve_after command: start the retrieval no later than this after '
+                                        "the frame's features arrived")
 
     def __post_init__(self):
         require(self.mode in ('parallel', 'sequential'), f'mode {self.mode!r} must be parallel or sequential')
+        require(self.retrieve_after in RETRIEVE_AFTER,
+                f'retrieve_after {self.retrieve_after!r} must be one of {RETRIEVE_AFTER}')
+        require(self.defer_limit_ms >= 0, f'defer_limit_ms must be >= 0, got {self.defer_limit_ms}')
         require(0 <= self.worker_nice <= 19, f'worker_nice must be in [0, 19], got {self.worker_nice}')
         require(self.worker_priority in WORKER_PRIORITIES,
                 f'worker_priority {self.worker_priority!r} must be one of {WORKER_PRIORITIES}')
@@ -80,6 +92,32 @@ class LatestSlot:
             return item
 
 
+class StampWatch:
+    """The newest stamp seen on a topic; wait_for() blocks until it reaches a given stamp (or a timeout, or close)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.newest = -1
+        self.closed = False
+
+    def seen(self, stamp: int) -> None:
+        with self._cond:
+            if stamp > self.newest:
+                self.newest = stamp
+                self._cond.notify_all()
+
+    def wait_for(self, stamp: int, timeout_s: float) -> bool:
+        """True once a stamp >= `stamp` was seen, False when `timeout_s` ran out (or close() came) first."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.newest >= stamp or self.closed, max(timeout_s, 0.0))
+            return self.newest >= stamp
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
 class RagMonitorNode(StackNode):
     def __init__(self, **kwargs):
         super().__init__('rag_monitor', **kwargs)
@@ -89,6 +127,7 @@ class RagMonitorNode(StackNode):
         self.proprio: deque[tuple[int, np.ndarray]] = deque(maxlen=32)
         self.language: np.ndarray | None = None
         self.slot = LatestSlot()
+        self.commands = StampWatch()  # source frames the merger has sent a command for (retrieve_after command)
         self.pending_tokens: dict[int, np.ndarray] = {}  # sequential mode: features waiting for their chunk
         self.correction_pub = self.create_publisher(DiagnosticArray, t.correction_topic, qos.RELIABLE)
         self.create_subscription(JointState, t.ee_state_topic, self.on_ee_state, qos.SENSOR)
@@ -148,7 +187,9 @@ class RagMonitorNode(StackNode):
     def on_command(self, msg: JointState) -> None:
         action = self.parse('command', msg_to_command, msg)
         if action is not None:
-            self.monitor.observe_command(stamp_to_ns(msg.header.stamp), action)
+            stamp = stamp_to_ns(msg.header.stamp)
+            self.monitor.observe_command(stamp, action)
+            self.commands.seen(stamp)
 
     def on_event(self, msg: DiagnosticArray) -> None:
         for kind, kv in episode_events(msg):
@@ -181,6 +222,10 @@ class RagMonitorNode(StackNode):
             if item is None:
                 continue
             stamp, frame_id, tokens, proprio, chunk, received = item
+            if self._defers_retrieval():
+                self.commands.wait_for(stamp, self.topics.defer_limit_ms / 1e3 - (now_ns() - received) / 1e9)
+                if not self.running:
+                    return
             try:
                 proposal = self.monitor.assess(stamp, tokens, proprio, self.language, chunk)
             except Exception as e:  # a retrieval bug must not kill the monitor thread
@@ -195,6 +240,12 @@ class RagMonitorNode(StackNode):
                     return  # SIGTERM shut the context down under us: nothing left to publish to
                 self.get_logger().error(f'publishing the verdict for frame {stamp} failed: {e!r}')
 
+    def _defers_retrieval(self) -> bool:
+        """retrieve_after command: keep this frame's retrieval out of the policy's window (it competed with the
+        policy for the 2-core VM's CPU: README "Latency"), unless the merger waits for the verdict: in sequential
+        mode, and in parallel mode after an alarm (alarm_wait_ms)."""
+        return self.topics.mode == 'parallel' and self.topics.retrieve_after == 'command' and not self.alarmed
+
     def _publish_verdict(self, stamp: int, frame_id: str, chunk, proposal) -> None:
         # no proposal: an all-clear where the merger may hold this frame's chunk for our verdict, rather than let it
         # wait out its deadline (confidence 0 is never blended in)
@@ -207,6 +258,7 @@ class RagMonitorNode(StackNode):
 
     def close(self) -> None:
         self.running = False
+        self.commands.close()  # a retrieval deferred to its command must not hold the join up
         self.worker.join(timeout=2.0)
         self.monitor.close()
 

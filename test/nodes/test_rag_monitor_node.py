@@ -193,3 +193,99 @@ def test_verdicts_the_merger_waits_for_are_always_sent(mode):
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_stamp_watch_wakes_a_waiter_on_a_new_enough_stamp_and_times_out_otherwise():
+    import threading
+
+    from flow_rag_vla_ros.nodes.rag_monitor_node import StampWatch
+    watch = StampWatch()
+    assert not watch.wait_for(5, 0.01)
+    threading.Timer(0.05, watch.seen, args=(7,)).start()  # a newer frame's command also covers frame 5
+    assert watch.wait_for(5, 5.0)
+    watch.seen(3)  # an older stamp does not move it back
+    assert watch.newest == 7 and watch.wait_for(6, 0.0) and not watch.wait_for(8, 0.0)
+
+
+def test_unknown_retrieve_after_is_refused():
+    from flow_rag_vla_ros.nodes.rag_monitor_node import RagMonitorTopicsConfig
+    with pytest.raises(ValueError, match='retrieve_after'):
+        RagMonitorTopicsConfig(retrieve_after='chunk')
+    with pytest.raises(ValueError, match='defer_limit_ms'):
+        RagMonitorTopicsConfig(defer_limit_ms=-1.0)
+
+
+def wait_assessed(node, stamp: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while stamp not in node.monitor._trace and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return stamp in node.monitor._trace
+
+
+def test_retrieve_after_command_waits_for_the_frames_command_unless_alarmed_or_past_the_limit():
+    """retrieve_after command: a frame is assessed once the merger's command for it (or a newer frame) is seen;
+    at once after an alarm, when the merger holds the chunk for this verdict; and at defer_limit_ms at the latest."""
+    import numpy as np
+
+    from flow_rag_vla_ros.nodes.base import now_ns
+    from flow_rag_vla_ros.nodes.conversions import command_to_msg
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = started_monitor(context, retrieve_after='command', defer_limit_ms=60_000.0)
+    node.language = np.full(384, 384 ** -0.5, np.float32)
+
+    def frame(stamp):
+        node.slot.put((stamp, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
+    try:
+        frame(100)
+        assert not wait_assessed(node, 100, 0.3)  # no command yet
+        node.on_command(command_to_msg(np.zeros(4), 200, 'camera'))  # frame 200's command: the merger is past 100
+        assert wait_assessed(node, 100, 5.0)
+        node.alarmed = True  # the last verdict was an alarm: no waiting
+        frame(300)
+        assert wait_assessed(node, 300, 5.0)
+        node.alarmed = False
+        node.topics.defer_limit_ms = 200.0
+        started = time.monotonic()
+        frame(400)
+        assert wait_assessed(node, 400, 5.0) and time.monotonic() - started >= 0.15
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_retrieve_after_features_assesses_at_once():
+    import numpy as np
+
+    from flow_rag_vla_ros.nodes.base import now_ns
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = started_monitor(context, defer_limit_ms=60_000.0)
+    node.language = np.full(384, 384 ** -0.5, np.float32)
+    try:
+        node.slot.put((100, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
+        assert wait_assessed(node, 100, 5.0)
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_close_ends_a_retrieval_waiting_for_its_command():
+    import numpy as np
+
+    from flow_rag_vla_ros.nodes.base import now_ns
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = started_monitor(context, retrieve_after='command', defer_limit_ms=60_000.0)
+    node.language = np.full(384, 384 ** -0.5, np.float32)
+    try:
+        node.slot.put((100, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
+        time.sleep(0.2)  # the worker is waiting for frame 100's command now
+        started = time.monotonic()
+        node.close()
+        assert not node.worker.is_alive() and time.monotonic() - started < 1.5
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -255,13 +255,15 @@ def test_retrieve_after_command_waits_for_the_frames_command_unless_alarmed_or_p
         rclpy.try_shutdown(context=context)
 
 
-def test_retrieve_after_features_assesses_at_once():
+@pytest.mark.parametrize('mode, retrieve_after', [('parallel', 'features'), ('sequential', 'command')])
+def test_retrieval_starts_at_once_with_retrieve_after_features_or_in_sequential_mode(mode, retrieve_after):
+    """Sequential: the merger holds every chunk for its verdict, so waiting for the command would only delay it."""
     import numpy as np
 
     from flow_rag_vla_ros.nodes.base import now_ns
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = started_monitor(context, defer_limit_ms=60_000.0)
+    node = started_monitor(context, mode=mode, retrieve_after=retrieve_after, defer_limit_ms=60_000.0)
     node.language = np.full(384, 384 ** -0.5, np.float32)
     try:
         node.slot.put((100, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))

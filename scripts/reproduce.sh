@@ -334,6 +334,22 @@ results|all)
     $FRV eval "${PIN[@]}" --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
         --pipelines flow_only parallel --json "$OUT/rag_revisits/node_graph_vla_v9/${ss%:*}_seed${ss#*:}.json"
   done
+  # stop 33: the same four node-graph sets with the monitor's retrieve_after command (now the default) and features,
+  # alternated, parallel only, at today's defaults (no PIN: Push chunks spliced newest-only), flow_only in-process
+  # (which the node graph reproduces episode for episode); then vla_v13 through the node graph with command
+  R="$OUT/deferred_retrieval_ab/revisits"; mkdir -p "$R"
+  for ss in heavy_cube:100 slippery_zone:100 heavy_cube:0 external_push:100; do
+    OMP_NUM_THREADS=1 $FRV eval --in-process --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" \
+        --checkpoint models/vla_v9 --pipelines flow_only --json "$R/${ss%:*}_seed${ss#*:}_flow_only_in_process.json"
+  done
+  for ss in heavy_cube:100 slippery_zone:100 heavy_cube:0 external_push:100; do for timing in command features; do
+    $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
+        --pipelines parallel --set rag_monitor.retrieve_after=$timing --json "$R/${ss%:*}_seed${ss#*:}_$timing.json"
+  done; done
+  for task in push pick_and_place reach; do
+    $FRV sim --task $task --episodes 20 --seed 3000 --checkpoint models/vla_v13 --set rag_monitor.retrieve_after=command \
+        --json "$OUT/deferred_retrieval_ab/sim_${task}_vla_v13_command.json"
+  done
   # issue 4: the learned failure head on vla_v9's own rollouts, scored on held-out ones (docs/results/failure_head)
   mkdir -p "$OUT/failure_head"
   OMP_NUM_THREADS=1 $FRV failure-head --checkpoint models/vla_v9 --episodes 25 --train-seed 0 --test-seed 5000 \
@@ -489,7 +505,7 @@ results|all)
   [ "${1:-all}" = all ] && "$0" bench ;;
 bench)
   # issues 4 / 5 / 6: stack latency per pipeline and layout, retrieval, backends
-  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop32.json"  # bench_stop1[4-9].json, bench_stop2[1-8]*.json, bench_stop30.json, bench.json: earlier stops
+  $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$OUT/bench_stop33.json"  # bench_stop1[4-9].json, bench_stop2[1-8]*.json, bench_stop3[02].json, bench.json: earlier stops
   # stop 32, parallel - flow_only replicates on the AMD VM, alternated with the merger's alarm wait off
   # (docs/results/parallel_gap_stop32; default_0.json: the first default run, before e2e_ms_by_path existed)
   for i in 1 2 3 4; do
@@ -514,6 +530,17 @@ bench)
     $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only \
         --json "$OUT/parallel_gap_stop32/listener_neighbour_without_$i.json"
   done
+  # stop 33, the monitor's retrieval after the frame's command (rag_monitor.retrieve_after=command) alternated with
+  # the defaults of the time (retrieve_after=features; docs/results/deferred_retrieval_ab), 2 pairs then 3 in reverse order
+  D33="$OUT/deferred_retrieval_ab"; mkdir -p "$D33"
+  for i in 1 2 3 4 5; do
+    order="features command"; [ $i -ge 3 ] && order="command features"
+    for timing in $order; do
+      $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+          --set rag_monitor.retrieve_after=$timing --json "$D33/${timing}_$i.json"
+    done
+  done
+  .venv/bin/python scripts/parallel_gap_runs.py "$D33"/features_*.json "$D33"/command_*.json --json "$D33/summary.json"
   # full_bench_first.json: the bench_stop32 command, run first at 5c0219f (before the gap's interval existed)
   .venv/bin/python scripts/parallel_gap_runs.py "$OUT/parallel_gap_stop32/full_bench_first.json" \
       "$OUT"/parallel_gap_stop32/default_*.json "$OUT/bench_stop32.json" "$OUT"/parallel_gap_stop32/alarm_wait_0_*.json \

@@ -531,7 +531,8 @@ bench)
         --json "$OUT/parallel_gap_stop32/listener_neighbour_without_$i.json"
   done
   # stop 33, the monitor's retrieval after the frame's command (rag_monitor.retrieve_after=command) alternated with
-  # the defaults of the time (retrieve_after=features; docs/results/deferred_retrieval_ab), 2 pairs then 3 in reverse order
+  # the defaults of the time (retrieve_after=features, run then without --set; docs/results/deferred_retrieval_ab),
+  # 2 pairs then 3 in reverse order
   D33="$OUT/deferred_retrieval_ab"; mkdir -p "$D33"
   for i in 1 2 3 4 5; do
     order="features command"; [ $i -ge 3 ] && order="command features"
@@ -539,6 +540,10 @@ bench)
       $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
           --set rag_monitor.retrieve_after=$timing --json "$D33/${timing}_$i.json"
     done
+  done
+  for i in 6 7 8; do  # three more with command, after it became the default
+    $FRV bench --sections replay --checkpoint models/reach_v2 --frames 300 --rounds 3 --pipelines flow_only parallel \
+        --set rag_monitor.retrieve_after=command --json "$D33/command_$i.json"
   done
   .venv/bin/python scripts/parallel_gap_runs.py "$D33"/features_*.json "$D33"/command_*.json --json "$D33/summary.json"
   # full_bench_first.json: the bench_stop32 command, run first at 5c0219f (before the gap's interval existed)

@@ -546,6 +546,11 @@ bench)
         --set rag_monitor.retrieve_after=command --json "$D33/command_$i.json"
   done
   .venv/bin/python scripts/parallel_gap_runs.py "$D33"/features_*.json "$D33"/command_*.json --json "$D33/summary.json"
+  for i in 2 3; do  # the full bench twice more at the new default (bench_stop33.json is the first)
+    $FRV bench --checkpoint models/reach_v2 --frames 300 --json "$D33/full_bench_$i.json"
+  done
+  .venv/bin/python scripts/parallel_gap_runs.py "$D33"/command_*.json "$OUT/bench_stop33.json" "$D33"/full_bench_*.json \
+      --json "$D33/summary_since_the_change.json"
   # full_bench_first.json: the bench_stop32 command, run first at 5c0219f (before the gap's interval existed)
   .venv/bin/python scripts/parallel_gap_runs.py "$OUT/parallel_gap_stop32/full_bench_first.json" \
       "$OUT"/parallel_gap_stop32/default_*.json "$OUT/bench_stop32.json" "$OUT"/parallel_gap_stop32/alarm_wait_0_*.json \

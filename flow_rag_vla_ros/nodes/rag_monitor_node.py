@@ -3,9 +3,10 @@
 Never on the policy path: callbacks only hand the latest input to a worker thread (a latest-only slot,
 so a slow retrieval drops stale frames instead of queueing them); the worker embeds, searches the FAISS
 memory and publishes a correction stamped with the source frame (with retrieve_after command, only once
-the merger has sent that frame's command, so it does not compete with the policy for the CPU). Episode events teach the memory:
-a failure stores the states (and executed chunks) that led to it; a success in a state that matched a
-stored failure stores the chunk that worked as that case's correction and raises its confidence.
+the merger has sent that frame's command, so it does not compete with the policy for the CPU). Episode
+events teach the memory: a failure stores the states (and executed chunks) that led to it; a success in a
+state that matched a stored failure stores the chunk that worked as that case's correction and raises its
+confidence.
 """
 from __future__ import annotations
 

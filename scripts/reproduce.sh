@@ -346,6 +346,10 @@ results|all)
     $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
         --pipelines parallel --set rag_monitor.retrieve_after=$timing --json "$R/${ss%:*}_seed${ss#*:}_$timing.json"
   done; done
+  for ss in heavy_cube:100 slippery_zone:100 heavy_cube:0 external_push:100; do for timing in features command; do  # again
+    $FRV eval --task push --scenario "${ss%:*}" --situations 10 --episodes 40 --seed "${ss#*:}" --checkpoint models/vla_v9 \
+        --pipelines parallel --set rag_monitor.retrieve_after=$timing --json "$R/${ss%:*}_seed${ss#*:}_${timing}_2.json"
+  done; done
   for task in push pick_and_place reach; do
     $FRV sim --task $task --episodes 20 --seed 3000 --checkpoint models/vla_v13 --set rag_monitor.retrieve_after=command \
         --json "$OUT/deferred_retrieval_ab/sim_${task}_vla_v13_command.json"

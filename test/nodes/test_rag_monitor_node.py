@@ -1,5 +1,6 @@
 """RAG monitor node: it yields the CPU to the policy path (SCHED_IDLE for its whole process or one thread, or nice) and
 survives shutdown."""
+import contextlib
 import os
 import time
 
@@ -222,72 +223,64 @@ def wait_assessed(node, stamp: int, timeout_s: float) -> bool:
     return stamp in node.monitor._trace
 
 
+@contextlib.contextmanager
+def monitor_with_instruction(**params):
+    """A started monitor node that has its instruction embedding (so frames get assessed); closed afterwards
+    (close() is idempotent, so a test may close it itself)."""
+    import numpy as np
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = started_monitor(context, **params)
+    node.language = np.full(384, 384 ** -0.5, np.float32)
+    try:
+        yield node
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def put_frame(node, stamp: int) -> None:
+    """What on_features hands the retrieval thread for a frame."""
+    import numpy as np
+
+    from flow_rag_vla_ros.nodes.base import now_ns
+    node.slot.put((stamp, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
+
+
 def test_retrieve_after_command_waits_for_the_frames_command_unless_alarmed_or_past_the_limit():
     """retrieve_after command: a frame is assessed once the merger's command for it (or a newer frame) is seen;
     at once after an alarm, when the merger holds the chunk for this verdict; and at defer_limit_ms at the latest."""
     import numpy as np
 
-    from flow_rag_vla_ros.nodes.base import now_ns
     from flow_rag_vla_ros.nodes.conversions import command_to_msg
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = started_monitor(context, retrieve_after='command', defer_limit_ms=60_000.0)
-    node.language = np.full(384, 384 ** -0.5, np.float32)
-
-    def frame(stamp):
-        node.slot.put((stamp, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
-    try:
-        frame(100)
+    with monitor_with_instruction(retrieve_after='command', defer_limit_ms=60_000.0) as node:
+        put_frame(node, 100)
         assert not wait_assessed(node, 100, 0.3)  # no command yet
         node.on_command(command_to_msg(np.zeros(4), 200, 'camera'))  # frame 200's command: the merger is past 100
         assert wait_assessed(node, 100, 5.0)
         node.alarmed = True  # the last verdict was an alarm: no waiting
-        frame(300)
+        put_frame(node, 300)
         assert wait_assessed(node, 300, 5.0)
         node.alarmed = False
         node.topics.defer_limit_ms = 200.0
         started = time.monotonic()
-        frame(400)
+        put_frame(node, 400)
         assert wait_assessed(node, 400, 5.0) and time.monotonic() - started >= 0.15
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 @pytest.mark.parametrize('mode, retrieve_after', [('parallel', 'features'), ('sequential', 'command')])
 def test_retrieval_starts_at_once_with_retrieve_after_features_or_in_sequential_mode(mode, retrieve_after):
     """Sequential: the merger holds every chunk for its verdict, so waiting for the command would only delay it."""
-    import numpy as np
-
-    from flow_rag_vla_ros.nodes.base import now_ns
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = started_monitor(context, mode=mode, retrieve_after=retrieve_after, defer_limit_ms=60_000.0)
-    node.language = np.full(384, 384 ** -0.5, np.float32)
-    try:
-        node.slot.put((100, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
+    with monitor_with_instruction(mode=mode, retrieve_after=retrieve_after, defer_limit_ms=60_000.0) as node:
+        put_frame(node, 100)
         assert wait_assessed(node, 100, 5.0)
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_close_ends_a_retrieval_waiting_for_its_command():
-    import numpy as np
-
-    from flow_rag_vla_ros.nodes.base import now_ns
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = started_monitor(context, retrieve_after='command', defer_limit_ms=60_000.0)
-    node.language = np.full(384, 384 ** -0.5, np.float32)
-    try:
-        node.slot.put((100, 'camera', np.zeros((72, 112), np.float32), np.zeros(7, np.float32), None, now_ns()))
+    with monitor_with_instruction(retrieve_after='command', defer_limit_ms=60_000.0) as node:
+        put_frame(node, 100)
         time.sleep(0.2)  # the worker is waiting for frame 100's command now
         started = time.monotonic()
         node.close()
         assert not node.worker.is_alive() and time.monotonic() - started < 1.5
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)

@@ -10,27 +10,17 @@ from __future__ import annotations
 import os
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float32MultiArray
-from trajectory_msgs.msg import JointTrajectory
 
-from flow_rag_vla_ros.nodes import qos
 from flow_rag_vla_ros.nodes.base import process_thread_ids, spin
-from flow_rag_vla_ros.nodes.rag_monitor_node import RagMonitorTopicsConfig
-
-# (message type, the monitor's topic field, QoS): what RagMonitorNode.__init__ subscribes to
-SUBSCRIPTIONS = ((JointState, 'ee_state_topic', qos.SENSOR), (Float32MultiArray, 'embedding_topic', qos.LATCHED),
-                 (Image, 'features_topic', qos.SENSOR), (JointTrajectory, 'chunk_topic', qos.RELIABLE),
-                 (JointState, 'command_topic', qos.RELIABLE), (DiagnosticArray, 'events_topic', qos.EVENTS))
+from flow_rag_vla_ros.nodes.rag_monitor_node import SUBSCRIPTIONS, RagMonitorTopicsConfig
 
 
 def main() -> None:
     rclpy.init()
     node = rclpy.create_node('listener_neighbour')
     topics = RagMonitorTopicsConfig()
-    for msg_type, field, profile in SUBSCRIPTIONS:
+    for msg_type, field, profile, _ in SUBSCRIPTIONS:  # the monitor's inputs, its callbacks left out
         node.create_subscription(msg_type, getattr(topics, field), lambda msg: None, profile)
     for tid in process_thread_ids():
         os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))

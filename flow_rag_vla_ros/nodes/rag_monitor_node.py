@@ -121,6 +121,16 @@ class StampWatch:
             self._cond.notify_all()
 
 
+# (message type, RagMonitorTopicsConfig topic field, QoS, callback): every input of the node
+# (scripts/listener_neighbour.py subscribes to the same, without the work)
+SUBSCRIPTIONS = ((JointState, 'ee_state_topic', qos.SENSOR, 'on_ee_state'),
+                 (Float32MultiArray, 'embedding_topic', qos.LATCHED, 'on_embedding'),
+                 (Image, 'features_topic', qos.SENSOR, 'on_features'),
+                 (JointTrajectory, 'chunk_topic', qos.RELIABLE, 'on_chunk'),
+                 (JointState, 'command_topic', qos.RELIABLE, 'on_command'),
+                 (DiagnosticArray, 'events_topic', qos.EVENTS, 'on_event'))
+
+
 class RagMonitorNode(StackNode):
     def __init__(self, **kwargs):
         super().__init__('rag_monitor', **kwargs)
@@ -133,12 +143,8 @@ class RagMonitorNode(StackNode):
         self.commands = StampWatch()  # source frames the merger has sent a command for (retrieve_after command)
         self.pending_tokens: dict[int, np.ndarray] = {}  # sequential mode: features waiting for their chunk
         self.correction_pub = self.create_publisher(DiagnosticArray, t.correction_topic, qos.RELIABLE)
-        self.create_subscription(JointState, t.ee_state_topic, self.on_ee_state, qos.SENSOR)
-        self.create_subscription(Float32MultiArray, t.embedding_topic, self.on_embedding, qos.LATCHED)
-        self.create_subscription(Image, t.features_topic, self.on_features, qos.SENSOR)
-        self.create_subscription(JointTrajectory, t.chunk_topic, self.on_chunk, qos.RELIABLE)
-        self.create_subscription(JointState, t.command_topic, self.on_command, qos.RELIABLE)
-        self.create_subscription(DiagnosticArray, t.events_topic, self.on_event, qos.EVENTS)
+        for msg_type, topic_field, profile, callback in SUBSCRIPTIONS:
+            self.create_subscription(msg_type, getattr(t, topic_field), getattr(self, callback), profile)
         self.alarmed = False  # the last verdict sent was an alarm (retrieval thread only)
         self.running = True
         self.worker = threading.Thread(target=self._work, name='rag_retrieval', daemon=True)
